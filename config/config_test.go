@@ -1,0 +1,105 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseValid(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := `# master
+spool_dir: /srv/mail
+mount_point: /var/spool/imap
+state_dir: /var/lib/ss
+sync_log_channels: a b
+a_sync_host: standby1.example
+b_sync_host: standby2.example:2100
+sync_authname: repl
+sync_realm: example.org
+sync_password_file: ` + pw + `
+b_sync_password: other # not a comment
+sync_repeat_interval: 250ms
+sync_batch_size: 100 1M
+guid_mode: BLAKE3
+sync_compress: zstd 3
+allowplaintext: yes
+admins: repl@example.org, root
+`
+	c, err := Parse(strings.NewReader(in), "test.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SyncLogDir != "/var/lib/ss/log" {
+		t.Errorf("SyncLogDir = %q, want derived from state_dir", c.SyncLogDir)
+	}
+	if c.SyncRepeatInterval != 250*time.Millisecond || c.SyncBatchEvents != 100 || c.SyncBatchBytes != 1<<20 {
+		t.Errorf("interval/batch = %v %d %d", c.SyncRepeatInterval, c.SyncBatchEvents, c.SyncBatchBytes)
+	}
+	if c.GUIDMode != "blake3" || c.CompressLevel != 3 || !c.AllowPlaintext {
+		t.Errorf("guid/compress/plaintext = %q %d %v", c.GUIDMode, c.CompressLevel, c.AllowPlaintext)
+	}
+	if got := strings.Join(c.Admins, "|"); got != "repl@example.org|root" {
+		t.Errorf("admins = %q", got)
+	}
+	if len(c.Channels) != 2 {
+		t.Fatalf("channels = %+v", c.Channels)
+	}
+	a, b := c.Channels[0], c.Channels[1]
+	if a.Addr() != "standby1.example:2005" || a.Password != "s3cret" || a.Identity() != "repl@example.org" {
+		t.Errorf("channel a = %+v addr %s", a, a.Addr())
+	}
+	if b.Addr() != "standby2.example:2100" || b.Password != "other # not a comment" {
+		t.Errorf("channel b = %+v addr %s", b, b.Addr())
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"sync_hots: x\n", `t.conf:1: sync_hots: unknown key (did you mean "sync_host"?)`},
+		{"# c\nfrobnicate: 1\n", "t.conf:2: frobnicate: unknown key"},
+		{"sync_log: maybe\n", `t.conf:1: sync_log: "maybe" is not a yes/no value`},
+		{"guid_mode: md5\n", `t.conf:1: guid_mode: "md5" is not one of sha256, blake3, sha1, none`},
+		{"sync_repeat_interval: soon\n", "t.conf:1: sync_repeat_interval:"},
+		{"spool_dir: a\nspool_dir: b\n", "t.conf:2: spool_dir: given twice (first on line 1)"},
+		{"just words\n", "t.conf:1: expected `key: value`"},
+		{"spool_dir: relative/dir\n", `t.conf:1: spool_dir: "relative/dir" is not an absolute path`},
+		{"sync_host: h\nsync_password: p\n", "t.conf:1: sync_authname: missing"},
+		{"sync_host: h\nsync_authname: a\n", "t.conf:1: sync_password: missing"},
+		{"sync_host: h\nsync_authname: a\nsync_password: p\nsync_port: 99999\n", `t.conf:4: sync_port: "99999" is not a port number`},
+		{"sync_log_channels: a\nsync_authname: x\nsync_password: y\n", "a_sync_host"},
+		{"sync_log_channels: a\nb_sync_host: h\n", "b_sync_host: unknown key"},
+		{"tls_cert_file: /c\n", "tls_key_file: tls_cert_file and tls_key_file go together"},
+		{"sync_batch_size: 0\n", "sync_batch_size:"},
+		{"sync_compress: gzip\n", "sync_compress:"},
+	} {
+		_, err := Parse(strings.NewReader(tc.in), "t.conf")
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want an *Error containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.conf")); err == nil || !strings.Contains(err.Error(), "nope.conf") {
+		t.Errorf("Load of a missing explicit file = %v, want an error naming it", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(""), "empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/spoolsync" || c.SyncLogDir != "/var/lib/spoolsync/log" || !c.SyncLog ||
+		c.GUIDMode != "sha256" || c.SyncMode != "async" || len(c.Channels) != 0 {
+		t.Errorf("defaults = %+v", c)
+	}
+}
