@@ -1,0 +1,179 @@
+package guid
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// flushAt bounds the number of cache entries held in memory before they are
+// written to the bbolt file in one transaction.
+const flushAt = 1024
+
+var cacheBucket = []byte("guid-cache-v1")
+
+// cacheKey is the 41-byte key described in the package doc.
+type cacheKey [41]byte
+
+func keyOf(st *unix.Stat_t, m Mode) cacheKey {
+	var k cacheKey
+	binary.BigEndian.PutUint64(k[0:], uint64(st.Dev))
+	binary.BigEndian.PutUint64(k[8:], st.Ino)
+	binary.BigEndian.PutUint64(k[16:], uint64(st.Size))
+	binary.BigEndian.PutUint64(k[24:], uint64(st.Mtim.Nano()))
+	binary.BigEndian.PutUint64(k[32:], uint64(st.Ctim.Nano()))
+	k[40] = byte(m)
+	return k
+}
+
+// Cache maps a file's identity and change stamps to its GUID, so that
+// unchanged files are not hashed again. It is safe for concurrent use.
+type Cache struct {
+	db      *bolt.DB
+	mu      sync.Mutex
+	pending map[cacheKey]GUID
+}
+
+// OpenCache opens (creating if needed) the cache file at path, typically
+// <state_dir>/guid-cache.db. A file another process holds is an error after
+// a short wait rather than a hang.
+func OpenCache(path string) (*Cache, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("guid cache %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(cacheBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("guid cache %s: %w", path, err)
+	}
+	return &Cache{db: db, pending: make(map[cacheKey]GUID)}, nil
+}
+
+// Lookup returns the cached GUID in mode m of the file whose stat is st.
+func (c *Cache) Lookup(st *unix.Stat_t, m Mode) (GUID, bool) {
+	if m == None || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return GUID{}, false
+	}
+	k := keyOf(st, m)
+	c.mu.Lock()
+	g, ok := c.pending[k]
+	c.mu.Unlock()
+	if ok {
+		return g, true
+	}
+	_ = c.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(cacheBucket).Get(k[:])
+		if v != nil {
+			g, ok = decodeCacheValue(m, v)
+		}
+		return nil
+	})
+	return g, ok
+}
+
+// decodeCacheValue checks a stored sum against the mode in its key; a value
+// of the wrong length (a damaged file) is a miss, never a wrong GUID.
+func decodeCacheValue(m Mode, v []byte) (GUID, bool) {
+	g, err := FromBytes(m, v)
+	return g, err == nil
+}
+
+// Store records g as the GUID of the file whose stat is st.
+func (c *Cache) Store(st *unix.Stat_t, g GUID) error {
+	if g.Mode == None || !g.Mode.Valid() || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	c.mu.Lock()
+	c.pending[keyOf(st, g.Mode)] = g
+	full := len(c.pending) >= flushAt
+	c.mu.Unlock()
+	if full {
+		return c.Flush()
+	}
+	return nil
+}
+
+// Flush writes buffered entries to disk.
+func (c *Cache) Flush() error {
+	c.mu.Lock()
+	batch := c.pending
+	c.pending = make(map[cacheKey]GUID)
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(cacheBucket)
+		for k, g := range batch {
+			if err := b.Put(k[:], g.Bytes()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("guid cache %s: flush: %w", c.db.Path(), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the cache.
+func (c *Cache) Close() error {
+	return errors.Join(c.Flush(), c.db.Close())
+}
+
+// HashFile returns the GUID of the regular file at path, from the cache when
+// none of the key fields changed, else by hashing it. A final symlink is not
+// followed.
+func (c *Cache) HashFile(path string, m Mode) (GUID, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return GUID{}, err
+	}
+	defer f.Close()
+	return c.HashFD(f, m)
+}
+
+// HashFD is HashFile for an open file; it reads f from offset 0 without
+// moving its file offset. The result is cached only when the file did not
+// change while it was being hashed.
+func (c *Cache) HashFD(f *os.File, m Mode) (GUID, error) {
+	if m == None {
+		return GUID{}, fmt.Errorf("hash %s: %w", f.Name(), ErrNoHash)
+	}
+	var before unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &before); err != nil {
+		return GUID{}, fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	if before.Mode&unix.S_IFMT != unix.S_IFREG {
+		return GUID{}, fmt.Errorf("hash %s: not a regular file", f.Name())
+	}
+	if g, ok := c.Lookup(&before, m); ok {
+		return g, nil
+	}
+	g, _, err := Sum(m, io.NewSectionReader(f, 0, math.MaxInt64))
+	if err != nil {
+		return GUID{}, fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
+		return GUID{}, fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	if keyOf(&before, m) == keyOf(&after, m) {
+		if err := c.Store(&after, g); err != nil {
+			return g, err
+		}
+	}
+	return g, nil
+}

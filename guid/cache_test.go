@@ -1,0 +1,161 @@
+package guid
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func openTestCache(t *testing.T) (*Cache, string) {
+	t.Helper()
+	dir := t.TempDir()
+	c, err := OpenCache(filepath.Join(dir, "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, dir
+}
+
+func lstat(t *testing.T, p string) *unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return &st
+}
+
+func TestCacheHit(t *testing.T) {
+	c, dir := openTestCache(t)
+	p := filepath.Join(dir, "m")
+	os.WriteFile(p, []byte("hello"), 0o600)
+	// A planted entry proves the second call is answered from the cache.
+	fake := GUID{Mode: SHA256}
+	fake.Sum[0] = 1
+	if err := c.Store(lstat(t, p), fake); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.HashFile(p, SHA256)
+	if err != nil || got != fake {
+		t.Fatalf("HashFile = %v, %v; want cached %v", got, err, fake)
+	}
+	// Other modes are separate entries.
+	b3, _ := File(BLAKE3, p)
+	if got, _ := c.HashFile(p, BLAKE3); got != b3 {
+		t.Fatalf("HashFile(blake3) = %v; want %v", got, b3)
+	}
+}
+
+// TestCacheCtimeInvalidates rewrites a file behind the cache's back with the
+// same size and mtime; only ctime differs, and the cache must not answer.
+func TestCacheCtimeInvalidates(t *testing.T) {
+	c, dir := openTestCache(t)
+	p := filepath.Join(dir, "m")
+	os.WriteFile(p, []byte("AAAA"), 0o600)
+	first, err := c.HashFile(p, SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := lstat(t, p)
+	mtime := time.Unix(0, st.Mtim.Nano())
+	for {
+		// ctime has the resolution of the kernel clock tick; rewrite until
+		// it moves (usually the first time).
+		os.WriteFile(p, []byte("BBBB"), 0o600)
+		os.Chtimes(p, mtime, mtime)
+		if lstat(t, p).Ctim != st.Ctim {
+			break
+		}
+	}
+	now := lstat(t, p)
+	if now.Size != st.Size || now.Mtim != st.Mtim || now.Ino != st.Ino {
+		t.Fatal("test setup: size, mtime or inode changed")
+	}
+	second, err := c.HashFile(p, SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := File(SHA256, p)
+	if second == first || second != want {
+		t.Fatalf("after rewrite: got %v, want %v (first was %v)", second, want, first)
+	}
+}
+
+func TestCachePersists(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "cache.db")
+	p := filepath.Join(dir, "m")
+	os.WriteFile(p, []byte("x"), 0o600)
+	c, err := OpenCache(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := GUID{Mode: SHA1}
+	g.Sum[3] = 9
+	c.Store(lstat(t, p), g)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = OpenCache(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, ok := c.Lookup(lstat(t, p), SHA1); !ok || got != g {
+		t.Fatalf("after reopen Lookup = %v, %v; want %v", got, ok, g)
+	}
+}
+
+func TestCacheBoundedFlush(t *testing.T) {
+	c, dir := openTestCache(t)
+	p := filepath.Join(dir, "m")
+	os.WriteFile(p, nil, 0o600)
+	st := *lstat(t, p)
+	for i := range flushAt + 10 {
+		st.Ino = uint64(i + 1)
+		if err := c.Store(&st, GUID{Mode: SHA256}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	n := len(c.pending)
+	c.mu.Unlock()
+	if n >= flushAt {
+		t.Fatalf("pending = %d, want < %d", n, flushAt)
+	}
+	st.Ino = 1
+	if _, ok := c.Lookup(&st, SHA256); !ok {
+		t.Fatal("flushed entry not found")
+	}
+}
+
+func TestHashFileNoFollow(t *testing.T) {
+	c, dir := openTestCache(t)
+	os.WriteFile(filepath.Join(dir, "real"), []byte("x"), 0o600)
+	os.Symlink("real", filepath.Join(dir, "link"))
+	if _, err := c.HashFile(filepath.Join(dir, "link"), SHA256); err == nil {
+		t.Fatal("HashFile followed a symlink")
+	}
+}
+
+func FuzzDecodeCacheValue(f *testing.F) {
+	f.Add(uint8(1), make([]byte, 32))
+	f.Add(uint8(3), make([]byte, 20))
+	f.Add(uint8(0), []byte{})
+	f.Fuzz(func(t *testing.T, m uint8, v []byte) {
+		g, ok := decodeCacheValue(Mode(m), v)
+		if !ok {
+			return
+		}
+		if !g.Mode.Valid() || g.Mode == None || len(v) != g.Mode.Size() {
+			t.Fatalf("accepted mode %d with %d bytes", m, len(v))
+		}
+		if back, err := Parse(g.String()); err != nil || back != g {
+			t.Fatalf("round trip %v: %v, %v", g, back, err)
+		}
+	})
+}
