@@ -1,0 +1,59 @@
+// Package fs is the FUSE layer of spoolsync: a passthrough filesystem over a
+// backing directory that records every change the mail server makes as a
+// sync event. It knows nothing of the network.
+//
+// # What is recorded, and when
+//
+// Every mutating operation is first done on the backing directory; only when
+// it succeeded is it recorded (Log.Append). Events name what changed, never
+// the content: the replicator reads current content from the backing dir.
+//
+//   - create, mkdir, mknod (fifo), symlink, link, unlink, rmdir, rename
+//     (with RENAME_NOREPLACE / RENAME_EXCHANGE in Flags): one event each,
+//     appended before the operation returns.
+//   - chmod, chown, utimens: one setattr event with a mask of what changed;
+//     truncate (also open with O_TRUNC): a truncate event with the new size.
+//   - setxattr, removexattr: one event naming the attribute.
+//   - write, fallocate, copy_file_range: the changed byte ranges are kept per
+//     inode, merged, and recorded as one write event at flush (close),
+//     fsync or release — or before a truncate or when the node is forgotten,
+//     so that the log keeps the order in which the file changed.
+//
+// # Invariants
+//
+//  1. No success without an event. If an event cannot be appended (disk
+//     full, I/O error), the operation returns EIO and an error is logged.
+//     Creations are undone on the backing dir when their event cannot be
+//     written (the mail server sees a failed create, not a stray file);
+//     other operations cannot be undone and are reported as failed.
+//     While the log is failing, writes fail with EIO too.
+//  2. fsync(file) and fsync(dir) return only when every event appended so
+//     far, including the file's pending write ranges, is durable in the log
+//     (Log.Sync). The backing fsync and the log's sync run concurrently, so
+//     an fsync'd delivery costs max(file fsync, log sync), not their sum;
+//     the log shares one sync between concurrent callers (group commit).
+//  3. The log order is a valid history of paths. An event's path is taken
+//     from go-fuse's inode tree while the namespace lock is held for
+//     reading; rename takes it for writing across the backing rename, the
+//     event, and go-fuse's own tree update (done by the bridge after
+//     Node.Rename returns, hence the lock is taken in the RawFileSystem
+//     wrapper, see mount.go). So no event can name a path from before a
+//     rename and land after the rename's event.
+//
+// # Reads and caching
+//
+// Read-only opens are served by the kernel's FUSE passthrough where it is
+// available (the kernel reads the backing file directly; READ never reaches
+// this process). Handles that can write never use passthrough, because their
+// writes must be seen to be recorded. Entry and attribute timeouts are 1 s:
+// safe because every change to the backing dir goes through this mount, and
+// the kernel updates its caches from the replies to our own operations. An
+// administrator writing the backing dir directly may see stale attributes
+// for up to a second; such writes are not replicated anyway (use
+// `spoolsync resync`).
+//
+// Locks (fcntl, flock) are handled by the kernel on the FUSE inodes: every
+// mail process on the host goes through the mount, so kernel-local locks
+// give them the same exclusion as on a local filesystem, without a round
+// trip per lock.
+package fs

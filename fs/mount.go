@@ -1,0 +1,156 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options tune a mount. The zero value is not useful; start from
+// DefaultOptions.
+type Options struct {
+	// Passthrough lets the kernel serve read-only opens straight from the
+	// backing file (FUSE passthrough, Linux 6.9+).
+	Passthrough bool
+	// EntryTimeout and AttrTimeout are how long the kernel may cache names
+	// and attributes. See the package doc for why 1 s is safe.
+	EntryTimeout, AttrTimeout time.Duration
+	// ReadDirPlus makes directory listings return attributes too.
+	ReadDirPlus bool
+	Logger      *slog.Logger
+	Debug       bool // log every FUSE request
+}
+
+// DefaultOptions are the settings measured fastest for mail workloads
+// (docs/BENCHMARKS.md).
+func DefaultOptions() Options {
+	return Options{
+		Passthrough:  true,
+		EntryTimeout: time.Second,
+		AttrTimeout:  time.Second,
+		ReadDirPlus:  false,
+		Logger:       slog.Default(),
+	}
+}
+
+// Mount is a mounted spool.
+type Mount struct {
+	server     *fuse.Server
+	mountpoint string
+	logger     *slog.Logger
+	done       chan struct{}
+}
+
+// renameSerializer holds the namespace lock for writing across the whole
+// RENAME request: our Node.Rename (backing rename and event) and go-fuse's
+// update of its inode tree, which the bridge does after Node.Rename
+// returns. Without it, an event computed between the two would name a
+// path from before the rename and land in the log after it.
+type renameSerializer struct {
+	fuse.RawFileSystem
+	ns *sync.RWMutex
+}
+
+func (r renameSerializer) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	r.ns.Lock()
+	defer r.ns.Unlock()
+	return r.RawFileSystem.Rename(cancel, in, oldName, newName)
+}
+
+// New mounts backing at mountpoint, recording every change in lg. The
+// caller has checked the directories (see cmd/spoolsync).
+func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(backing, &st); err != nil {
+		return nil, fmt.Errorf("mount: backing directory %s: %w", backing, err)
+	}
+	c := &capture{log: lg, logger: opts.Logger, passthrough: opts.Passthrough}
+	root := &gofs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
+	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: root}, c: c}
+	root.RootNode = rootNode
+
+	entry, attr := opts.EntryTimeout, opts.AttrTimeout
+	fopts := &gofs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &entry,
+		MountOptions: fuse.MountOptions{
+			AllowOther: true,
+			// The kernel checks permissions against the backing file's
+			// mode and owner, as on a local filesystem; this daemon runs
+			// as root and would otherwise let anyone do anything.
+			Options:     []string{"default_permissions"},
+			FsName:      backing,
+			Name:        "spoolsync",
+			DirectMount: true,
+			// Large writes in one request: a 1 MiB attachment is one
+			// round trip, not 8.
+			MaxWrite: 1 << 20,
+			// Without it every write costs a GETXATTR security.capability
+			// round trip; file.killPriv does the kernel's part instead.
+			ExtraCapabilities:  fuse.CAP_HANDLE_KILLPRIV_V2,
+			DisableReadDirPlus: !opts.ReadDirPlus,
+			Debug:              opts.Debug,
+			Logger:             log.New(io.Discard, "", 0),
+		},
+	}
+	if opts.Debug {
+		fopts.MountOptions.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
+	}
+	if !opts.Passthrough {
+		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	raw := renameSerializer{RawFileSystem: gofs.NewNodeFS(rootNode, fopts), ns: &c.ns}
+	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
+	}
+	m := &Mount{server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
+	go func() {
+		server.Serve()
+		close(m.done)
+	}()
+	if err := server.WaitMount(); err != nil {
+		syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
+	}
+	return m, nil
+}
+
+// Done is closed when the kernel has ended the FUSE session.
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// Unmount unmounts. If files are still open (a mail server that did not
+// stop first), it detaches the mount point instead (lazy unmount: no new
+// opens, open files keep working) and keeps serving the open files for up
+// to grace, so that their writes are still recorded; after that it returns
+// and the caller exits, and the kernel fails what is still open with
+// ENOTCONN.
+func (m *Mount) Unmount(grace time.Duration) error {
+	err := syscall.Unmount(m.mountpoint, 0)
+	if errors.Is(err, syscall.EBUSY) {
+		m.logger.Warn("files are still open on the mount; detaching it (lazy unmount) and serving them until they are closed",
+			"mountpoint", m.mountpoint, "grace", grace)
+		err = syscall.Unmount(m.mountpoint, syscall.MNT_DETACH)
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	select {
+	case <-m.done:
+		return nil
+	case <-time.After(grace):
+		return fmt.Errorf("unmount %s: files still open after %v; they will fail with ENOTCONN", m.mountpoint, grace)
+	}
+}

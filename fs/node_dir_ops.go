@@ -1,0 +1,170 @@
+package fs
+
+import (
+	"context"
+	"path/filepath"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"spoolsync/replicator/synclog"
+)
+
+// backingPath is the absolute path of name in directory n on the backing dir.
+func (n *Node) backingPath(name string) string {
+	return filepath.Join(n.RootData.Path, n.Path(n.Root()), name)
+}
+
+// recordNew records the creation of child name of n, whose inode the
+// loopback made (go-fuse attaches it only when we return success). When the event cannot be written the new entry is
+// removed again, so the mail server sees a failed operation and no stray
+// unreplicated entry is left (invariant 1).
+func (n *Node) recordNew(op synclog.Op, name, path2 string, flags uint32, ch *gofs.Inode, undo func(string) error) syscall.Errno {
+	ev := &synclog.Event{Op: op, Path: n.childPath(name), Path2: path2, Flags: flags, Ino: ch.StableAttr().Ino}
+	if errno := n.c.append(ev); errno != 0 {
+		undo(n.backingPath(name))
+		return errno
+	}
+	return 0
+}
+
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.c.ns.RLock()
+	defer n.c.ns.RUnlock()
+	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return ch, n.recordNew(synclog.OpMkdir, name, "", 0, ch, syscall.Rmdir)
+}
+
+func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	op := synclog.OpMknod
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG:
+		op = synclog.OpCreate
+	case syscall.S_IFIFO:
+	default:
+		// A mail spool holds no devices or sockets, and the replica would
+		// refuse them: fail here rather than accept what cannot replicate.
+		return nil, syscall.EPERM
+	}
+	n.c.ns.RLock()
+	defer n.c.ns.RUnlock()
+	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return ch, n.recordNew(op, name, "", mode, ch, syscall.Unlink)
+}
+
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.c.ns.RLock()
+	defer n.c.ns.RUnlock()
+	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return ch, n.recordNew(synclog.OpSymlink, name, target, 0, ch, syscall.Unlink)
+}
+
+func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.c.ns.RLock()
+	defer n.c.ns.RUnlock()
+	tn, ok := target.(*Node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	// Pending writes first: the replicator must see the content before
+	// the second name appears.
+	if errno := tn.flushDirtyLocked(); errno != 0 {
+		return nil, errno
+	}
+	src, ok := tn.relPath()
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ch, errno := n.LoopbackNode.Link(ctx, target, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	ev := &synclog.Event{Op: synclog.OpLink, Path: src, Path2: n.childPath(name), Ino: ch.StableAttr().Ino}
+	if errno := n.c.append(ev); errno != 0 {
+		syscall.Unlink(n.backingPath(name))
+		return nil, errno
+	}
+	return ch, 0
+}
+
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(ctx, name, synclog.OpUnlink, n.LoopbackNode.Unlink)
+}
+
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(ctx, name, synclog.OpRmdir, n.LoopbackNode.Rmdir)
+}
+
+func (n *Node) remove(ctx context.Context, name string, op synclog.Op, do func(context.Context, string) syscall.Errno) syscall.Errno {
+	n.c.ns.RLock()
+	defer n.c.ns.RUnlock()
+	var ino uint64
+	if ch := n.GetChild(name); ch != nil {
+		ino = ch.StableAttr().Ino
+	}
+	if errno := do(ctx, name); errno != 0 {
+		return errno
+	}
+	return n.c.append(&synclog.Event{Op: op, Path: n.childPath(name), Ino: ino})
+}
+
+// Rename runs with the namespace lock held for writing by renameSerializer
+// (mount.go), which also covers go-fuse's tree update after we return.
+func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*Node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	var ino uint64
+	if ch := n.GetChild(name); ch != nil {
+		ino = ch.StableAttr().Ino
+	}
+	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
+		return errno
+	}
+	return n.c.append(&synclog.Event{Op: synclog.OpRename, Path: n.childPath(name), Path2: np.childPath(newName), Flags: flags, Ino: ino})
+}
+
+// Fsync on a directory (and on files opened without a handle we wrap):
+// make the log durable along with the backing directory.
+func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	if h, ok := f.(*file); ok {
+		return h.Fsync(ctx, flags)
+	}
+	if errno := n.flushDirty(); errno != 0 {
+		return errno
+	}
+	return parallelSync(n.c, func() syscall.Errno {
+		if fs, ok := f.(gofs.FileFsyncer); ok {
+			return fs.Fsync(ctx, flags)
+		}
+		fd, err := syscall.Open(filepath.Join(n.RootData.Path, n.Path(n.Root())), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return gofs.ToErrno(err)
+		}
+		defer syscall.Close(fd)
+		return gofs.ToErrno(syscall.Fsync(fd))
+	})
+}
+
+// parallelSync runs the backing sync and the log sync concurrently and
+// returns the first failure (backing first: it names the real I/O error).
+func parallelSync(c *capture, backing func() syscall.Errno) syscall.Errno {
+	logErr := make(chan syscall.Errno, 1)
+	go func() { logErr <- c.sync() }()
+	errno := backing()
+	if le := <-logErr; errno == 0 {
+		errno = le
+	}
+	return errno
+}

@@ -1,0 +1,40 @@
+// Package testenv tells tests what this machine offers. Tests that need
+// FUSE or root skip with a reason where it is missing, except where
+// SPOOLSYNC_REQUIRE_FUSE=1 (CI), where a missing capability fails the test:
+// a suite that silently skipped its mounts would report a pass it did not
+// earn.
+package testenv
+
+import (
+	"os"
+	"testing"
+)
+
+// Required reports whether CI asked for every capability to be present.
+func Required() bool { return os.Getenv("SPOOLSYNC_REQUIRE_FUSE") == "1" }
+
+// NeedFUSE skips (or, in CI, fails) t unless it can mount FUSE: root and
+// /dev/fuse.
+func NeedFUSE(t testing.TB) {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "mounting needs root (go-fuse DirectMount)")
+	_, err := os.Stat("/dev/fuse")
+	need(t, err == nil, "/dev/fuse is missing (modprobe fuse)")
+}
+
+// NeedRoot skips (or, in CI, fails) t unless it runs as root.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "needs root")
+}
+
+func need(t testing.TB, ok bool, why string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if Required() {
+		t.Fatalf("SPOOLSYNC_REQUIRE_FUSE=1 but %s", why)
+	}
+	t.Skipf("skipped: %s (set SPOOLSYNC_REQUIRE_FUSE=1 to make this a failure)", why)
+}
