@@ -1,0 +1,316 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/guid"
+)
+
+// Put makes p a regular file with content and meta. The content lands in a
+// temp file in Root/.spoolsync/tmp, which is written, given meta (mtime
+// last), fsynced and renamed over p: readers see the old entry or the whole
+// new file, never a part. Whatever non-directory was at p is replaced (a
+// hard link to p's old inode keeps the old content, as on the master when a
+// mail server writes a new file and renames it); a directory at p is an
+// error. The content is indexed under its GUID (Options.GUIDMode).
+func (t *Txn) Put(p string, meta Meta, content io.Reader) error {
+	return opErr("put", p, t.put(p, meta, content))
+}
+
+func (t *Txn) put(p string, meta Meta, content io.Reader) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	par, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return err
+	}
+	defer par.close()
+	name, fd, err := t.createTemp()
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	h := guid.New(t.s.mode)
+	if _, err := io.Copy(f, io.TeeReader(content, h)); err != nil {
+		t.dropTemp(name)
+		return fmt.Errorf("write: %w", err)
+	}
+	return t.finish(f, name, meta, par, p, guid.FromHash(t.s.mode, h))
+}
+
+// finish lands a written temp file at p: meta (mtime last), fsync, rename
+// over p, and index p as holding g.
+func (t *Txn) finish(f *os.File, name string, meta Meta, par parent, p string, g guid.GUID) error {
+	err := t.applyMeta(parent{t.s.tmpfd, name}, AttrAll, meta)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		t.dropTemp(name)
+		return err
+	}
+	if err := t.land(name, par); err != nil {
+		return err
+	}
+	// Stamp after the rename, which moves ctime.
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return t.ix().del(p)
+	}
+	t.s.cache.Store(&st, g)
+	return t.ix().put(p, g, &st)
+}
+
+// PutGUID makes p a copy of a local file whose content has GUID g, so the
+// master need not send the bytes. Each indexed location of g is verified
+// before use: if lstat shows it changed since it was indexed (inode, size,
+// mtime or ctime), the copy is hashed and used only if it still has GUID g.
+// ok=false, with nothing changed, when no verified source exists: the caller
+// then asks the master for the content. PutGUID never puts content other
+// than g's at p. The copy is a reflink where the filesystem can, else
+// copy_file_range; never a hard link, since a later in-place write to one
+// name must not change the other.
+func (t *Txn) PutGUID(p string, meta Meta, g guid.GUID) (ok bool, err error) {
+	ok, err = t.putGUID(p, meta, g)
+	return ok, opErr("put "+g.String(), p, err)
+}
+
+func (t *Txn) putGUID(p string, meta Meta, g guid.GUID) (bool, error) {
+	if err := t.check(); err != nil {
+		return false, err
+	}
+	if g.Mode == guid.None || !g.Mode.Valid() {
+		return false, nil
+	}
+	par, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return false, err
+	}
+	defer par.close()
+	for _, c := range t.ix().lookup(g) {
+		ok, err := t.copyFrom(c, g, meta, par, p)
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// copyFrom tries one candidate source of g. A source that is gone, not a
+// regular file, or whose copy does not hash to g is dropped from the index
+// and reported as (false, nil).
+func (t *Txn) copyFrom(c candidate, g guid.GUID, meta Meta, par parent, p string) (bool, error) {
+	src, err := t.openIndexed(c.path)
+	if err != nil {
+		return false, t.ix().del(c.path)
+	}
+	defer src.Close()
+	var before, after unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &before); err != nil {
+		return false, t.ix().del(c.path)
+	}
+	name, fd, err := t.createTemp()
+	if err != nil {
+		return false, fmt.Errorf("create temp file: %w", err)
+	}
+	dst := os.NewFile(uintptr(fd), name)
+	defer dst.Close()
+	if err := copyFile(dst, src); err != nil {
+		t.dropTemp(name)
+		return false, fmt.Errorf("copy from %s: %w", c.path, err)
+	}
+	unchanged := unix.Fstat(int(src.Fd()), &after) == nil && recordOf(&before) == recordOf(&after)
+	if !unchanged || !c.rec.matches(&before) {
+		// Not vouched for by the index: the copy itself must hash to g.
+		got, _, err := guid.Sum(g.Mode, io.NewSectionReader(dst, 0, math.MaxInt64))
+		if err != nil || got != g {
+			t.dropTemp(name)
+			return false, t.ix().del(c.path)
+		}
+		if !unchanged {
+			err = t.ix().del(c.path)
+		} else {
+			err = t.ix().put(c.path, g, &after)
+		}
+		if err != nil {
+			t.dropTemp(name)
+			return false, err
+		}
+	}
+	return true, t.finish(dst, name, meta, par, p, g)
+}
+
+// openIndexed opens an indexed path read-only, confined like any client
+// path (the index is not trusted to name safe paths).
+func (t *Txn) openIndexed(p string) (*os.File, error) {
+	par, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return nil, err
+	}
+	defer par.close()
+	fd, err := par.openFile(unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// copyFile copies src to the empty dst: a reflink (FICLONE) where the
+// filesystem shares extents, else io.Copy, which uses copy_file_range.
+func copyFile(dst, src *os.File) error {
+	if unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) == nil {
+		return nil
+	}
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+// Lacks reports, for each GUID, whether the replica has no verified local
+// copy of it (so PutGUID would fail and the master should send the bytes).
+// The check is cheap: index lookup and lstat, no hashing; entries that fail
+// it are dropped from the index. Duplicate GUIDs get the same answer.
+func (t *Txn) Lacks(gs []guid.GUID) []bool {
+	out := make([]bool, len(gs))
+	for i, g := range gs {
+		out[i] = true
+		if t.check() != nil {
+			continue
+		}
+		for _, c := range t.ix().lookup(g) {
+			if t.stillValid(c) {
+				out[i] = false
+				break
+			}
+			t.ix().del(c.path)
+		}
+	}
+	return out
+}
+
+func (t *Txn) stillValid(c candidate) bool {
+	par, err := openParent(t.s.rootfd, c.path)
+	if err != nil {
+		return false
+	}
+	defer par.close()
+	st, err := par.lstat()
+	return err == nil && c.rec.matches(&st)
+}
+
+// Range is a byte range of a file: Len bytes at offset Off.
+type Range struct {
+	Off, Len int64
+}
+
+// WriteRanges writes into the existing regular file p in place, as the
+// master did (mbox append, index rewrite): for each range in order, the next
+// r.Len bytes of data are written at r.Off; then the file is truncated or
+// extended to size. Ranges must lie within [0, size). It consumes exactly
+// the ranges' total length from data, also when it skips a missing file
+// during a replay. The file is fsynced at Commit. Its mtime is whatever the
+// writes make it; the master sends SetAttr for the mtime it wants. p's index
+// entry is dropped.
+func (t *Txn) WriteRanges(p string, size int64, ranges []Range, data io.Reader) error {
+	return opErr("write", p, t.writeRanges(p, size, ranges, data))
+}
+
+func (t *Txn) writeRanges(p string, size int64, ranges []Range, data io.Reader) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("negative size %d", size)
+	}
+	var total int64
+	for _, r := range ranges {
+		if r.Off < 0 || r.Len < 0 || r.Off > size || r.Len > size-r.Off {
+			return fmt.Errorf("range %d+%d outside file size %d", r.Off, r.Len, size)
+		}
+		total += r.Len
+	}
+	fd, err := t.openInPlace(p)
+	if fd < 0 {
+		if err == nil { // skipped in replay
+			_, err = io.CopyN(io.Discard, data, total)
+		}
+		return err
+	}
+	buf := make([]byte, min(total, 1<<16))
+	for _, r := range ranges {
+		if err := pwriteFrom(fd, r, data, buf); err != nil {
+			t.touchFile(fd)
+			return err
+		}
+	}
+	err = unix.Ftruncate(fd, size)
+	t.touchFile(fd)
+	if err != nil {
+		return fmt.Errorf("truncate to %d: %w", size, err)
+	}
+	return nil
+}
+
+func pwriteFrom(fd int, r Range, data io.Reader, buf []byte) error {
+	for off, end := r.Off, r.Off+r.Len; off < end; {
+		chunk := buf[:min(int64(len(buf)), end-off)]
+		if _, err := io.ReadFull(data, chunk); err != nil {
+			return fmt.Errorf("read range %d+%d: %w", r.Off, r.Len, err)
+		}
+		for len(chunk) > 0 {
+			n, err := unix.Pwrite(fd, chunk, off)
+			if err != nil {
+				return fmt.Errorf("write at %d: %w", off, err)
+			}
+			chunk, off = chunk[n:], off+int64(n)
+		}
+	}
+	return nil
+}
+
+// openInPlace opens the existing regular file p for writing and drops its
+// index entry (its content is about to change). It returns fd -1 and a nil
+// error when p is missing during a replay.
+func (t *Txn) openInPlace(p string) (int, error) {
+	par, err := openParent(t.s.rootfd, p)
+	if err == nil {
+		defer par.close()
+		var fd int
+		fd, err = par.openFile(unix.O_WRONLY)
+		if err == nil {
+			return fd, t.ix().del(p)
+		}
+	}
+	if t.replay && errors.Is(err, unix.ENOENT) {
+		return -1, nil
+	}
+	return -1, err
+}
+
+// Truncate sets the size of the existing regular file p in place.
+func (t *Txn) Truncate(p string, size int64) error {
+	return opErr("truncate", p, t.truncate(p, size))
+}
+
+func (t *Txn) truncate(p string, size int64) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("negative size %d", size)
+	}
+	fd, err := t.openInPlace(p)
+	if fd < 0 {
+		return err
+	}
+	err = unix.Ftruncate(fd, size)
+	t.touchFile(fd)
+	return err
+}

@@ -1,0 +1,259 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mkdir makes p a directory with meta. If p already is a directory, only
+// meta is applied (a re-sent Mkdir succeeds); anything else at p is an
+// error.
+func (t *Txn) Mkdir(p string, meta Meta) error {
+	return opErr("mkdir", p, t.mkdir(p, meta))
+}
+
+func (t *Txn) mkdir(p string, meta Meta) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	par, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return err
+	}
+	defer par.close()
+	// 0700 until meta is applied: no moment with wider permissions.
+	switch err := unix.Mkdirat(par.fd, par.name, 0o700); err {
+	case nil:
+		t.touchDir(par.fd)
+	case unix.EEXIST:
+		if st, err := par.lstat(); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("exists and is not a directory: %w", unix.EEXIST)
+		}
+	default:
+		return err
+	}
+	if err := t.applyMeta(par, AttrAll, meta); err != nil {
+		return err
+	}
+	t.touchEntry(par)
+	return nil
+}
+
+// Rmdir removes the empty directory p. A missing p (or parent) is success.
+func (t *Txn) Rmdir(p string) error {
+	return opErr("rmdir", p, t.remove(p, unix.AT_REMOVEDIR))
+}
+
+// Unlink removes the non-directory p (the entry itself if it is a symlink).
+// A missing p (or parent) is success.
+func (t *Txn) Unlink(p string) error {
+	return opErr("unlink", p, t.remove(p, 0))
+}
+
+func (t *Txn) remove(p string, flags int) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	par, err := openParent(t.s.rootfd, p)
+	if errors.Is(err, unix.ENOENT) {
+		return t.ix().delTree(p)
+	}
+	if err != nil {
+		return err
+	}
+	defer par.close()
+	switch err := unix.Unlinkat(par.fd, par.name, flags); err {
+	case nil:
+		t.touchDir(par.fd)
+	case unix.ENOENT:
+	default:
+		return err
+	}
+	return t.ix().delTree(p)
+}
+
+// RenameFlags are renameat2 flags.
+type RenameFlags uint
+
+const (
+	// NoReplace fails with EEXIST if dst exists.
+	NoReplace RenameFlags = unix.RENAME_NOREPLACE
+	// Exchange swaps src and dst atomically; both must exist.
+	Exchange RenameFlags = unix.RENAME_EXCHANGE
+)
+
+// Rename renames src to dst (renameat2 with flags), moving the entry itself
+// even if it is a symlink. Re-sent after a crash: if src is missing and dst
+// exists, the rename is taken as already done and succeeds (without
+// Exchange). An Exchange is not idempotent — applied twice it swaps back —
+// which is one reason an interrupted batch is reported by Interrupted.
+func (t *Txn) Rename(src, dst string, flags RenameFlags) error {
+	return opErr2("rename", src, dst, t.rename(src, dst, flags))
+}
+
+func (t *Txn) rename(src, dst string, flags RenameFlags) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	if flags&^(NoReplace|Exchange) != 0 || flags == NoReplace|Exchange {
+		return fmt.Errorf("flags %#x: %w", uint(flags), unix.EINVAL)
+	}
+	sp, err := openParent(t.s.rootfd, src)
+	if err != nil {
+		return err
+	}
+	defer sp.close()
+	dp, err := openParent(t.s.rootfd, dst)
+	if err != nil {
+		return err
+	}
+	defer dp.close()
+	srcValid, dstValid := t.indexValid(sp, src), t.indexValid(dp, dst)
+	err = unix.Renameat2(sp.fd, sp.name, dp.fd, dp.name, uint(flags))
+	if err == unix.ENOENT && flags&Exchange == 0 && missing(sp) && !missing(dp) {
+		return t.ix().delTree(src) // already done
+	}
+	if err != nil {
+		return err
+	}
+	t.touchDir(sp.fd)
+	t.touchDir(dp.fd)
+	if src == dst {
+		return nil
+	}
+	ix := t.ix()
+	moved, err := ix.take(src)
+	if err != nil {
+		return err
+	}
+	if flags&Exchange != 0 {
+		back, err := ix.take(dst)
+		if err != nil {
+			return err
+		}
+		if err := ix.place(src, back); err != nil {
+			return err
+		}
+		if err := t.restamp(sp, src, dstValid); err != nil {
+			return err
+		}
+	} else if err := ix.delTree(dst); err != nil {
+		return err
+	}
+	if err := ix.place(dst, moved); err != nil {
+		return err
+	}
+	return t.restamp(dp, dst, srcValid)
+}
+
+// missing reports whether par's entry does not exist.
+func missing(par parent) bool {
+	_, err := par.lstat()
+	return err == unix.ENOENT
+}
+
+// Link makes newp another name of oldp's inode (the symlink itself if oldp
+// is one). Re-sent after a crash: newp already a link to oldp, or oldp
+// missing with newp present, is success.
+func (t *Txn) Link(oldp, newp string) error {
+	return opErr2("link", oldp, newp, t.link(oldp, newp))
+}
+
+func (t *Txn) link(oldp, newp string) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	op, err := openParent(t.s.rootfd, oldp)
+	if err != nil {
+		return err
+	}
+	defer op.close()
+	np, err := openParent(t.s.rootfd, newp)
+	if err != nil {
+		return err
+	}
+	defer np.close()
+	oldValid := t.indexValid(op, oldp)
+	switch err := unix.Linkat(op.fd, op.name, np.fd, np.name, 0); err {
+	case nil:
+	case unix.EEXIST:
+		ost, err1 := op.lstat()
+		nst, err2 := np.lstat()
+		if err1 != nil || err2 != nil || idOf(&ost) != idOf(&nst) {
+			return err
+		}
+		return nil
+	case unix.ENOENT:
+		if missing(op) && !missing(np) {
+			return nil
+		}
+		return err
+	default:
+		return err
+	}
+	t.touchDir(np.fd)
+	t.touchEntry(np) // link count
+	if err := t.restamp(op, oldp, oldValid); err != nil {
+		return err
+	}
+	if g, _, ok := t.ix().get(oldp); ok {
+		if st, err := np.lstat(); err == nil {
+			return t.ix().put(newp, g, &st)
+		}
+	}
+	return t.ix().del(newp)
+}
+
+// Symlink makes p a symlink to target (any string without NUL, up to 4095
+// bytes; it is stored, never followed) with meta's owner, mtime and xattrs.
+// Like Put, it is created in the temp dir and renamed over p, so it replaces
+// a non-directory at p and a re-send succeeds.
+func (t *Txn) Symlink(p, target string, meta Meta) error {
+	return opErr("symlink", p, t.special(p, meta, func(name string) error {
+		if target == "" || len(target) >= maxPath || strings.IndexByte(target, 0) >= 0 {
+			return fmt.Errorf("bad symlink target (empty, NUL or %d bytes): %w", len(target), unix.EINVAL)
+		}
+		return unix.Symlinkat(target, t.s.tmpfd, name)
+	}))
+}
+
+// Mknod makes p a fifo with meta (the only special file a mail spool has;
+// device nodes are refused). Like Put, it replaces a non-directory at p.
+func (t *Txn) Mknod(p string, meta Meta) error {
+	return opErr("mknod", p, t.special(p, meta, func(name string) error {
+		if typ := meta.Mode & unix.S_IFMT; typ != 0 && typ != unix.S_IFIFO {
+			return fmt.Errorf("file type %#o: only fifos are replicated: %w", typ, unix.EPERM)
+		}
+		return unix.Mknodat(t.s.tmpfd, name, unix.S_IFIFO|0o600, 0)
+	}))
+}
+
+// special creates an entry in the temp dir with create, applies meta and
+// renames it over p.
+func (t *Txn) special(p string, meta Meta, create func(name string) error) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	par, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return err
+	}
+	defer par.close()
+	name := t.tempName()
+	if err := create(name); err != nil {
+		return err
+	}
+	tmp := parent{t.s.tmpfd, name}
+	if err := t.applyMeta(tmp, AttrAll, meta); err != nil {
+		t.dropTemp(name)
+		return err
+	}
+	if err := t.land(name, par); err != nil {
+		return err
+	}
+	t.touchEntry(par)
+	return t.ix().del(p)
+}
