@@ -128,18 +128,22 @@ func readPreamble(c *Conn) error {
 	return nil
 }
 
-// startTLS swaps c's transport for tlsConn. Bytes already buffered from
-// before TLS would be plaintext injected by a man in the middle (the
-// STARTTLS injection of CVE-2011-0411): refuse them.
-func (c *Conn) startTLS(tlsConn *tls.Conn) error {
-	if c.fr.r.Buffered() != 0 {
-		return protoErrf(CodeProtocol, "%d plaintext bytes after STARTTLS", c.fr.r.Buffered())
+// noPlaintextAhead refuses bytes already buffered when TLS is about to
+// start: they would be plaintext injected by a man in the middle, to be
+// taken as if it came over TLS (the STARTTLS injection of CVE-2011-0411).
+func (c *Conn) noPlaintextAhead() error {
+	if n := c.fr.r.Buffered(); n != 0 {
+		return protoErrf(CodeProtocol, "%d plaintext bytes after STARTTLS", n)
 	}
+	return nil
+}
+
+// startTLS swaps c's transport for tlsConn.
+func (c *Conn) startTLS(tlsConn *tls.Conn) {
 	c.nc = tlsConn
 	c.fr.r.Reset(tlsConn)
 	c.bw.Reset(tlsConn)
 	c.sess.TLS = true
-	return nil
 }
 
 // Dial connects to cfg.Addr and runs the client handshake.
@@ -208,6 +212,9 @@ func client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, error) {
 		if _, err := expect[*Proceed](c); err != nil {
 			return nil, err
 		}
+		if err := c.noPlaintextAhead(); err != nil {
+			return nil, err
+		}
 		tcfg := cfg.TLS.Clone()
 		if tcfg.ServerName == "" {
 			if host, _, err := net.SplitHostPort(cfg.Addr); err == nil {
@@ -220,9 +227,7 @@ func client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, error) {
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("TLS: %w", err)
 		}
-		if err := c.startTLS(tc); err != nil {
-			return nil, err
-		}
+		c.startTLS(tc)
 		// What the server said before TLS may have been forged: only the
 		// greeting that came over TLS counts.
 		if g, err = expect[*Greeting](c); err != nil {
@@ -372,6 +377,9 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 			if h.cfg.TLS == nil || h.tls {
 				return protoErrf(CodeTLS, "STARTTLS is not offered on this connection")
 			}
+			if err := c.noPlaintextAhead(); err != nil {
+				return err
+			}
 			if err := c.sendFlush(&Proceed{}); err != nil {
 				return err
 			}
@@ -379,9 +387,7 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return fmt.Errorf("TLS: %w", err)
 			}
-			if err := c.startTLS(tc); err != nil {
-				return err
-			}
+			c.startTLS(tc)
 			h.tls = true
 			h.certNames = verifiedPeerNames(tc.ConnectionState())
 			if err := c.sendFlush(h.greeting()); err != nil {

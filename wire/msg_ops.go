@@ -266,11 +266,8 @@ func (m *Symlink) validate() error {
 	return checkTarget("Symlink", m.Path, m.Target)
 }
 
-// Mknod kinds. Only FIFOs: a spool has no devices, and sockets are not
-// replicated.
-const KindFIFO uint8 = 1
-
-// Mknod creates the special file Path of Kind.
+// Mknod creates the special file Path of Kind, which must be KindFIFO: a
+// spool has no devices, and sockets are not replicated.
 type Mknod struct {
 	Path     string
 	Kind     uint8

@@ -103,7 +103,7 @@ func (m *Offer) appendPayload(b []byte) []byte {
 }
 func (m *Offer) decode(d *decoder) {
 	m.ID = d.uvarint("id")
-	n := d.count("guids", MaxOfferGUIDs, 21)
+	n := d.count("guids", MaxOfferGUIDs, 1)
 	m.GUIDs = make([]GUID, n)
 	for i := range m.GUIDs {
 		m.GUIDs[i] = d.guid("guid")
@@ -185,7 +185,7 @@ func (m *ManifestRequest) appendPayload(b []byte) []byte {
 	return b
 }
 func (m *ManifestRequest) decode(d *decoder) {
-	n := d.count("paths", MaxManifestPaths, 2)
+	n := d.count("paths", MaxManifestPaths, 1)
 	m.Paths = make([]string, n)
 	for i := range m.Paths {
 		m.Paths[i] = d.str("path", MaxPathLen)
@@ -206,13 +206,12 @@ func (m *ManifestRequest) validate() error {
 	return nil
 }
 
-// File kinds in a ManifestEntry.
+// File kinds, in ManifestEntry and Mknod.
 const (
 	KindFile    uint8 = 1
 	KindDir     uint8 = 2
 	KindSymlink uint8 = 3
-	// KindFIFO (1) is Mknod's kind; in a manifest a FIFO is 4.
-	KindManifestFIFO uint8 = 4
+	KindFIFO    uint8 = 4
 )
 
 // Xattr is one extended attribute.
@@ -271,7 +270,7 @@ func (m *ManifestEntry) validate() error {
 		return err
 	}
 	switch m.Kind {
-	case KindFile, KindDir, KindSymlink, KindManifestFIFO:
+	case KindFile, KindDir, KindSymlink, KindFIFO:
 	default:
 		return protoErrf(CodeProtocol, "%s %q: unknown kind %d", msg, m.Path, m.Kind)
 	}

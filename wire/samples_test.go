@@ -1,0 +1,69 @@
+package wire
+
+// sampleGUID is a sha256 GUID whose digest is 0x01 0x02 ... 0x20.
+func sampleGUID() GUID {
+	g := GUID{Mode: GUIDSHA256}
+	for i := range g.Sum {
+		g.Sum[i] = byte(i + 1)
+	}
+	return g
+}
+
+func sampleSHA1() GUID {
+	g := GUID{Mode: GUIDSHA1}
+	for i := 0; i < 20; i++ {
+		g.Sum[i] = 0xA0 + byte(i)
+	}
+	return g
+}
+
+// samples holds one message of every type, with fields chosen to exercise
+// each encoding (multi-byte varints, negative times, empty and non-empty
+// strings). The golden test pins their bytes; the fuzz targets start from
+// them.
+var samples = []struct {
+	name string
+	m    Message
+}{
+	{"Greeting", &Greeting{Caps: CapStartTLS | CapZstd, Mechs: []string{"PLAIN", "EXTERNAL"}, Epoch: 3, MaxFrameSize: DefaultMaxFrameSize}},
+	{"StartTLS", &StartTLS{}},
+	{"Proceed", &Proceed{}},
+	{"AuthPlain", &Auth{Mech: "PLAIN", HasInitial: true, Initial: []byte("\x00master\x00pw")}},
+	{"AuthNoInitial", &Auth{Mech: "EXTERNAL"}},
+	{"AuthChallenge", &AuthChallenge{Data: []byte{}}},
+	{"AuthResponse", &AuthResponse{Data: []byte("resp")}},
+	{"AuthOK", &AuthOK{Identity: "master@example.org"}},
+	{"Hello", &Hello{Caps: CapZstd, Epoch: 300, MaxFrameSize: MinFrameSize}},
+	{"Welcome", &Welcome{Caps: CapZstd}},
+	{"BatchBegin", &BatchBegin{Seq: 1 << 40, Channel: "dr"}},
+	{"BatchEnd", &BatchEnd{Seq: 1 << 40, OpCount: 129}},
+	{"Ack", &Ack{Seq: 127}},
+	{"PutInline", &Put{Path: "user/bob/cur/1.eml", Content: ContentInline, Mode: 0o600, UID: 8, GID: 12, Mtime: 1700000000123456789, Size: 4096}},
+	{"PutByGUID", &Put{Path: "a", Content: ContentByGUID, Mode: 0o644, Mtime: -1, Size: 5, GUID: sampleGUID()}},
+	{"WriteRanges", &WriteRanges{Path: "user/bob/mbox", Size: 1 << 20, Ranges: []Range{{0, 10}, {4096, 200}}, GUID: sampleSHA1()}},
+	{"Truncate", &Truncate{Path: "user/bob/mbox", Size: 0}},
+	{"Mkdir", &Mkdir{Path: "user/bob/new", Mode: 0o2755, UID: 1000, GID: 1000, Mtime: 1}},
+	{"Rmdir", &Rmdir{Path: "user/old"}},
+	{"Unlink", &Unlink{Path: "user/bob/tmp/x"}},
+	{"Rename", &Rename{Src: "user/bob/tmp/x", Dst: "user/bob/new/x", Flags: RenameNoReplace}},
+	{"Link", &Link{Existing: "a/1", New: "b/1"}},
+	{"Symlink", &Symlink{Path: "user/alias", Target: "../../etc/shadow", UID: 1, GID: 2, Mtime: 3}},
+	{"Mknod", &Mknod{Path: "run/fifo", Kind: KindFIFO, Mode: 0o600}},
+	{"SetAttr", &SetAttr{Path: "a", Mask: AttrMode | AttrTimes, Mode: 0o640, Mtime: 10, Atime: -10}},
+	{"SetXattr", &SetXattr{Path: "a", Name: "user.seen", Value: []byte{0, 1, 2}}},
+	{"RemoveXattr", &RemoveXattr{Path: "a", Name: "user.seen"}},
+	{"Data", &Data{Bytes: []byte("hello")}},
+	{"Offer", &Offer{ID: 9, GUIDs: []GUID{sampleGUID(), sampleSHA1()}}},
+	{"Lacks", &Lacks{ID: 9, Lacking: []bool{false, true, false, false, false, false, false, false, true}}},
+	{"ManifestRequest", &ManifestRequest{Paths: []string{"user/alice", "user/bob"}}},
+	{"ManifestRequestAll", &ManifestRequest{Paths: []string{}}},
+	{"ManifestEntryFile", &ManifestEntry{Path: "user/bob/cur/1.eml", Kind: KindFile, Mode: 0o600, UID: 8, GID: 12, Mtime: 5, Size: 4096, Nlink: 2, Inode: 777, GUID: sampleGUID(),
+		Xattrs: []Xattr{{"user.a", []byte("1")}, {"user.b", []byte{}}}}},
+	{"ManifestEntrySymlink", &ManifestEntry{Path: "l", Kind: KindSymlink, Mode: 0o777, Nlink: 1, Inode: 2, Target: "x"}},
+	{"ManifestEnd", &ManifestEnd{Count: 2}},
+	{"Ping", &Ping{ID: 1}},
+	{"Pong", &Pong{ID: 1}},
+	{"Goodbye", &Goodbye{Reason: "shutting down"}},
+	{"Error", &Error{Code: CodeFenced, Seq: 0, Path: "", Message: "client epoch 1 is below 2"}},
+	{"ErrorPath", &Error{Code: CodeBadPath, Seq: 12, Path: "../x", Message: "bad"}},
+}
