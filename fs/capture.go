@@ -57,6 +57,23 @@ func (c *capture) append(ev *synclog.Event) syscall.Errno {
 	return 0
 }
 
+// writable says whether data may be written to n: not while the log is
+// failing, so that a write does not succeed when its event cannot be
+// recorded. It retries n's pending ranges first: the append that succeeds
+// is the one that ends the failing state.
+func (c *capture) writable(n *Node) syscall.Errno {
+	if !c.failing.Load() {
+		return 0
+	}
+	if errno := n.flushDirty(); errno != 0 {
+		return errno
+	}
+	if c.failing.Load() {
+		return syscall.EIO
+	}
+	return 0
+}
+
 // record appends ev under the namespace read lock.
 func (c *capture) record(ev *synclog.Event) syscall.Errno {
 	c.ns.RLock()

@@ -38,8 +38,8 @@ func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if f.node.c.failing.Load() {
-		return 0, syscall.EIO
+	if errno := f.node.c.writable(f.node); errno != 0 {
+		return 0, errno
 	}
 	f.killPriv(ctx)
 	n, errno := f.lf.Write(ctx, data, off)
@@ -48,8 +48,8 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 }
 
 func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
-	if f.node.c.failing.Load() {
-		return 0, syscall.EIO
+	if errno := f.node.c.writable(f.node); errno != 0 {
+		return 0, errno
 	}
 	f.killPriv(ctx)
 	n, errno := f.lf.Writev(ctx, data, off)
@@ -126,8 +126,8 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if f.node.c.failing.Load() {
-		return syscall.EIO
+	if errno := f.node.c.writable(f.node); errno != 0 {
+		return errno
 	}
 	errno := f.lf.Allocate(ctx, off, size, mode)
 	if errno == 0 {
@@ -157,8 +157,8 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	if !ok1 || !ok2 {
 		return 0, syscall.ENOTSUP
 	}
-	if n.c.failing.Load() {
-		return 0, syscall.EIO
+	if errno := n.c.writable(out.Operations().(*Node)); errno != 0 {
+		return 0, errno
 	}
 	cnt, errno := n.LoopbackNode.CopyFileRange(ctx, in, offIn, out, out2, offOut, length, flags)
 	if errno == 0 {

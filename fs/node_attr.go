@@ -27,9 +27,6 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		mask |= synclog.AttrTimes
 	}
 	size, truncate := in.GetSize()
-	if (mask != 0 || truncate) && n.c.failing.Load() {
-		return syscall.EIO
-	}
 	if h, ok := f.(*file); ok {
 		f = h.lf // the loopback applies attributes through the fd
 	}

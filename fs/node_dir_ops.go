@@ -7,6 +7,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"spoolsync/replicator/synclog"
 )
@@ -132,7 +133,18 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
 		return errno
 	}
-	return n.c.append(&synclog.Event{Op: synclog.OpRename, Path: n.childPath(name), Path2: np.childPath(newName), Flags: flags, Ino: ino})
+	errno := n.c.append(&synclog.Event{Op: synclog.OpRename, Path: n.childPath(name), Path2: np.childPath(newName), Flags: flags, Ino: ino})
+	if errno != 0 {
+		// Undo what can be undone: an exchange by exchanging again, a
+		// rename by renaming back unless that would replace something.
+		// A file the rename replaced is gone either way.
+		undo := uint(unix.RENAME_NOREPLACE)
+		if flags&unix.RENAME_EXCHANGE != 0 {
+			undo = unix.RENAME_EXCHANGE
+		}
+		unix.Renameat2(unix.AT_FDCWD, np.backingPath(newName), unix.AT_FDCWD, n.backingPath(name), undo)
+	}
+	return errno
 }
 
 // Fsync on a directory (and on files opened without a handle we wrap):

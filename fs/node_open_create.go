@@ -16,10 +16,6 @@ func writable(flags uint32) bool {
 }
 
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	if n.c.failing.Load() {
-		// Fail before creating anything the log cannot record.
-		return nil, nil, 0, syscall.EIO
-	}
 	n.c.ns.RLock()
 	defer n.c.ns.RUnlock()
 	ch, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
@@ -35,9 +31,6 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if writable(flags) && n.c.failing.Load() {
-		return nil, 0, syscall.EIO
-	}
 	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
 	if errno != 0 {
 		return nil, 0, errno
