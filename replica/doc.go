@@ -51,14 +51,18 @@
 // ErrAlreadyApplied (nothing to undo, nothing to redo). Single ops are
 // idempotent: Unlink and Rmdir of a missing path succeed; Mkdir of an
 // existing directory applies meta; Put, PutGUID, Symlink and Mknod replace;
-// Rename with src missing and dst present succeeds, as does Link with newp
-// already oldp's inode or oldp missing and newp present. Begin durably marks
+// Rename with src missing and dst present succeeds; Link replaces newp, and
+// succeeds if newp already is oldp's inode or oldp is missing and newp
+// present. Begin durably marks
 // a batch in flight; after a crash, Interrupted reports it, and beginning
 // that seq again replays it tolerantly: ops on a path that a later op of the
 // batch already moved away (WriteRanges, Truncate, SetAttr, SetXattr,
-// RemoveXattr) are skipped. Not exact on replay: RENAME_EXCHANGE (it swaps
-// back), and a rename or link whose source path is re-created later in the
-// same batch; the master should resync the paths of an interrupted batch.
+// RemoveXattr) are skipped, and a NoReplace rename replaces. Not exact on
+// replay: RENAME_EXCHANGE (it swaps back); a rename or link whose source
+// path is re-created later in the same batch; a rename of a directory the
+// batch itself filled (the replay re-creates and refills the source, and the
+// rename meets a non-empty dst). The master should resync the paths of an
+// interrupted batch.
 //
 // Metadata. Mode, owner (when Options.Owner allows; by default when running
 // as root), mtime, xattrs (user.* and trusted.* exactly; see Meta), symlinks

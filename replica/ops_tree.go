@@ -88,7 +88,8 @@ const (
 // Rename renames src to dst (renameat2 with flags), moving the entry itself
 // even if it is a symlink. Re-sent after a crash: if src is missing and dst
 // exists, the rename is taken as already done and succeeds (without
-// Exchange). An Exchange is not idempotent — applied twice it swaps back —
+// Exchange); in a replay (see Begin), NoReplace meeting an existing dst
+// replaces it, since that dst is left from the interrupted apply. An Exchange is not idempotent — applied twice it swaps back —
 // which is one reason an interrupted batch is reported by Interrupted.
 func (t *Txn) Rename(src, dst string, flags RenameFlags) error {
 	return opErr2("rename", src, dst, t.rename(src, dst, flags))
@@ -113,6 +114,11 @@ func (t *Txn) rename(src, dst string, flags RenameFlags) error {
 	defer dp.close()
 	srcValid, dstValid := t.indexValid(sp, src), t.indexValid(dp, dst)
 	err = unix.Renameat2(sp.fd, sp.name, dp.fd, dp.name, uint(flags))
+	if err == unix.EEXIST && flags == NoReplace && t.replay {
+		// The master's rename succeeded, so dst is left from the
+		// interrupted first apply of this batch.
+		err = unix.Renameat2(sp.fd, sp.name, dp.fd, dp.name, 0)
+	}
 	if err == unix.ENOENT && flags&Exchange == 0 && missing(sp) && !missing(dp) {
 		return t.ix().delTree(src) // already done
 	}
@@ -156,8 +162,11 @@ func missing(par parent) bool {
 }
 
 // Link makes newp another name of oldp's inode (the symlink itself if oldp
-// is one). Re-sent after a crash: newp already a link to oldp, or oldp
-// missing with newp present, is success.
+// is one). The link is made in the temp dir and renamed over newp, so a
+// non-directory already at newp is replaced: the master's link(2)
+// succeeded, so whatever is at newp here is left from an interrupted
+// earlier apply. newp already a link to oldp, or oldp missing with newp
+// present (re-sent after a crash), is success.
 func (t *Txn) Link(oldp, newp string) error {
 	return opErr2("link", oldp, newp, t.link(oldp, newp))
 }
@@ -176,25 +185,24 @@ func (t *Txn) link(oldp, newp string) error {
 		return err
 	}
 	defer np.close()
+	ost, oerr := op.lstat()
+	nst, nerr := np.lstat()
+	switch {
+	case oerr == unix.ENOENT && nerr == nil:
+		return nil // already done, and oldp since removed
+	case oerr != nil:
+		return oerr
+	case nerr == nil && idOf(&ost) == idOf(&nst):
+		return nil // already done
+	}
 	oldValid := t.indexValid(op, oldp)
-	switch err := unix.Linkat(op.fd, op.name, np.fd, np.name, 0); err {
-	case nil:
-	case unix.EEXIST:
-		ost, err1 := op.lstat()
-		nst, err2 := np.lstat()
-		if err1 != nil || err2 != nil || idOf(&ost) != idOf(&nst) {
-			return err
-		}
-		return nil
-	case unix.ENOENT:
-		if missing(op) && !missing(np) {
-			return nil
-		}
-		return err
-	default:
+	name := t.tempName()
+	if err := unix.Linkat(op.fd, op.name, t.s.tmpfd, name, 0); err != nil {
 		return err
 	}
-	t.touchDir(np.fd)
+	if err := t.land(name, np); err != nil {
+		return err
+	}
 	t.touchEntry(np) // link count
 	if err := t.restamp(op, oldp, oldValid); err != nil {
 		return err
