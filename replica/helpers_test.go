@@ -196,3 +196,5 @@ func meta(mode uint32, mtime int64) Meta {
 }
 
 func str(s string) *bytes.Reader { return bytes.NewReader([]byte(s)) }
+
+func closeFD(fd int) { unix.Close(fd) }

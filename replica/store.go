@@ -317,6 +317,9 @@ func decodeSeq(v []byte) uint64 {
 // durably applied (0 if none).
 func (s *Store) AppliedSeq(source string) uint64 {
 	var seq uint64
+	if s.db == nil {
+		return 0
+	}
 	s.db.View(func(tx *bolt.Tx) error {
 		seq = decodeSeq(tx.Bucket(bucketApplied).Get([]byte(source)))
 		return nil

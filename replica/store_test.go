@@ -119,3 +119,47 @@ func TestManifest(t *testing.T) {
 		t.Errorf("with SkipDir: %v", got)
 	}
 }
+
+func openFDs(t *testing.T) int {
+	names, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	return len(names)
+}
+
+// TestNoFDLeak applies every replay batch (all op kinds) and closes the
+// store: no fd may stay open.
+func TestNoFDLeak(t *testing.T) {
+	before := openFDs(t)
+	tc := newTestCase(t)
+	for _, ops := range replayBatches {
+		tc.batch(func(tx *Txn) error { return run(tx, ops) })
+	}
+	must(t, tc.s.Manifest("", guid.SHA256, func(Entry) error { return nil }))
+	must(t, tc.s.Close())
+	tc.s = nil
+	if after := openFDs(t); after != before {
+		t.Errorf("open fds: %d before, %d after", before, after)
+	}
+}
+
+// TestWalkFallback checks the pre-openat2 resolution path directly.
+func TestWalkFallback(t *testing.T) {
+	tc := newTestCase(t)
+	must(t, os.MkdirAll(tc.path("d/e"), 0o755))
+	must(t, os.Symlink("../outside", tc.path("evil")))
+	must(t, os.Symlink("e", tc.path("d/l")))
+	for dir, want := range map[string]error{"d/e": nil, ".": nil, "evil": ErrOutsideRoot, "d/l": ErrOutsideRoot, "nope": nil} {
+		fd, err := walkDirBeneath(tc.s.rootfd, dir)
+		if err == nil {
+			closeFD(fd)
+		}
+		switch {
+		case want == nil && dir == "nope" && err == nil:
+			t.Errorf("walk %s: no error for a missing dir", dir)
+		case want == nil && dir != "nope" && err != nil:
+			t.Errorf("walk %s: %v", dir, err)
+		case want != nil && !errors.Is(err, want):
+			t.Errorf("walk %s: %v, want %v", dir, err, want)
+		}
+	}
+}

@@ -103,29 +103,31 @@ func (t *Txn) hold(m map[fileID]int, fd int, own bool) {
 	var st unix.Stat_t
 	err := unix.Fstat(fd, &st)
 	if err == nil {
-		if _, ok := m[idOf(&st)]; !ok {
-			keep := fd
-			if !own {
-				keep, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if _, held := m[idOf(&st)]; held {
+			if own {
+				unix.Close(fd)
 			}
-			if err == nil {
-				m[idOf(&st)] = keep
-				own = false
+			return
+		}
+		keep := fd
+		if !own {
+			keep, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		}
+		if err == nil {
+			m[idOf(&st)] = keep
+			if len(t.dirs)+len(t.files) >= maxHeld {
+				t.syncHeld()
 			}
+			return
 		}
 	}
-	if err != nil {
-		// Without an fd there is no way to make this durable later:
-		// sync now.
-		if err = unix.Fsync(fd); err != nil && t.err == nil {
-			t.err = fmt.Errorf("fsync: %w", err)
-		}
+	// Without an fd to keep there is no way to make this durable later:
+	// sync now.
+	if err := unix.Fsync(fd); err != nil && t.err == nil {
+		t.err = fmt.Errorf("fsync: %w", err)
 	}
 	if own {
 		unix.Close(fd)
-	}
-	if len(t.dirs)+len(t.files) >= maxHeld {
-		t.syncHeld()
 	}
 }
 
