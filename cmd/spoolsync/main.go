@@ -1,0 +1,134 @@
+// Command spoolsync keeps a hot standby copy of a mail spool.
+//
+//	spoolsync mount    mount the spool, log every change, replicate (master)
+//	spoolsync server   the replica daemon (standby)
+//	spoolsync resync   fsck-style manual full or partial resync
+//	spoolsync status   lag, backlog and errors per replica channel
+//	spoolsync log dump the captured events, one JSON object a line
+//	spoolsync promote  failover: fence the old master
+//	spoolsync passwd   add or change a replica credential
+//
+// Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"spoolsync/config"
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"mount", "mount a spool, log every change, replicate it (master)", runMount},
+		{"log", "log dump [--follow]: the captured events, one JSON object a line", runLog},
+	}
+}
+
+// usageError is a mistake on the command line or in the configuration:
+// exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			err := c.run(args[1:])
+			return exitCode(err, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "spoolsync: unknown command %q\n\n", args[0])
+	printUsage(stderr)
+	return 2
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	var ce *config.Error
+	fmt.Fprintf(stderr, "spoolsync: %v\n", err)
+	if errors.As(err, &ue) || errors.As(err, &ce) {
+		return 2
+	}
+	var ec exitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// exitCoder is an error that chooses its own exit code (resync's 3).
+type exitCoder interface{ ExitCode() int }
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, "spoolsync keeps a hot standby copy of a mail spool.\n\nUsage: spoolsync COMMAND [options]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options.\n"+
+		"Configuration: %s (imapd.conf style; see README.md), or -c FILE.\n"+
+		"Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n", config.DefaultPath)
+}
+
+// newFlags makes a flag set whose --help prints the synopsis and options.
+func newFlags(name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: spoolsync %s\n\n%s\n\nOptions:\n", synopsis, strings.TrimSpace(about))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; a flag mistake is a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err.Error()}
+	}
+	return nil
+}
+
+// newLogger is the process's slog logger: text to stderr.
+func newLogger(debug bool) *slog.Logger {
+	lvl := slog.LevelInfo
+	if debug {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"spoolsync/config"
+	"spoolsync/fs"
+	"spoolsync/replicator/synclog"
+)
+
+const mountAbout = `
+Mounts MOUNTPOINT (what the mail server uses) over BACKING_DIR (where the
+bytes live), records every change in the sync log (sync_log_dir) and, when
+sync_host is configured, replicates it. Runs in the foreground: start it
+before the IMAP/LMTP services; it prints one line when the mount is ready
+and unmounts on SIGINT or SIGTERM.
+
+BACKING_DIR and MOUNTPOINT default to the keys spool_dir and mount_point.`
+
+func runMount(args []string) error {
+	fl := newFlags("mount", "mount [-c FILE] [BACKING_DIR MOUNTPOINT]", mountAbout)
+	cfgPath := fl.String("c", "", "configuration `file` (default "+config.DefaultPath+")")
+	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long to keep serving files a mail server still holds open")
+	debug := fl.Bool("debug", false, "log every FUSE request")
+	noPassthrough := fl.Bool("no-passthrough", false, "serve every read through this process (no kernel FUSE passthrough)")
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	backing, mountpoint := cfg.SpoolDir, cfg.MountPoint
+	switch fl.NArg() {
+	case 0:
+	case 2:
+		backing, mountpoint = fl.Arg(0), fl.Arg(1)
+	default:
+		return usagef("mount takes BACKING_DIR and MOUNTPOINT, or neither (then spool_dir and mount_point from the configuration)")
+	}
+	if backing == "" || mountpoint == "" {
+		return usagef("mount: no spool: give BACKING_DIR MOUNTPOINT, or set spool_dir and mount_point in %s", configName(cfg))
+	}
+	logger := newLogger(*debug)
+	dirs, err := checkMountDirs(backing, mountpoint, cfg.SyncLogDir)
+	if err != nil {
+		return err
+	}
+
+	var lg fs.Log = discardLog{}
+	var slog_ *synclog.Log
+	if cfg.SyncLog {
+		slog_, err = synclog.Open(synclog.Options{Dir: dirs.log, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("mount: open the sync log: %w", err)
+		}
+		defer slog_.Close()
+		lg = slog_
+	} else {
+		logger.Warn("sync_log is off: changes are not recorded and will not be replicated")
+	}
+
+	opts := fs.DefaultOptions()
+	opts.Logger = logger
+	opts.Debug = *debug
+	opts.Passthrough = !*noPassthrough
+	m, err := fs.New(dirs.backing, dirs.mountpoint, lg, opts)
+	if err != nil {
+		return err
+	}
+	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log)
+	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		logger.Info("unmounting", "signal", s.String())
+		if err := m.Unmount(*grace); err != nil {
+			return err
+		}
+	case <-m.Done():
+		logger.Warn("the mount was removed from outside (umount); stopping", "mountpoint", dirs.mountpoint)
+	}
+	logger.Info("unmounted", "mountpoint", dirs.mountpoint)
+	return nil
+}
+
+func configName(cfg *config.Config) string {
+	if cfg.File == "" {
+		return config.DefaultPath
+	}
+	return cfg.File
+}
+
+// discardLog is the log when sync_log is off.
+type discardLog struct{}
+
+func (discardLog) Append(evs ...*synclog.Event) (uint64, error) { return 0, nil }
+func (discardLog) Sync(uint64) error                            { return nil }
+func (discardLog) LastSeq() uint64                              { return 0 }
+
+type mountDirs struct{ backing, mountpoint, log string }
+
+// checkMountDirs refuses the setups that would lose mail or hang: each
+// message names the directory and what to do.
+func checkMountDirs(backing, mountpoint, logDir string) (mountDirs, error) {
+	var d mountDirs
+	var err error
+	if d.backing, err = realDir(backing, "backing directory"); err != nil {
+		return d, err
+	}
+	if d.mountpoint, err = realDir(mountpoint, "mount point"); err != nil {
+		return d, err
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return d, fmt.Errorf("mount: /dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the device in")
+	}
+	if d.backing == d.mountpoint || within(d.backing, d.mountpoint) || within(d.mountpoint, d.backing) {
+		return d, usagef("mount: the backing directory %s and the mount point %s overlap: one may not be inside the other", d.backing, d.mountpoint)
+	}
+	d.log = filepath.Clean(logDir)
+	if abs, err := filepath.Abs(d.log); err == nil {
+		d.log = abs
+	}
+	if real, err := filepath.EvalSymlinks(d.log); err == nil {
+		d.log = real
+	}
+	for _, dir := range []string{d.backing, d.mountpoint} {
+		if d.log == dir || within(d.log, dir) {
+			return d, usagef("mount: the sync log directory %s is inside %s: the log would record itself or be replicated; set sync_log_dir (or state_dir) elsewhere", d.log, dir)
+		}
+	}
+	if mounted, err := isMountPoint(d.mountpoint); err != nil {
+		return d, err
+	} else if mounted {
+		return d, fmt.Errorf("mount: %s is already a mount point: is spoolsync already running? (unmount it first: umount %s)", d.mountpoint, d.mountpoint)
+	}
+	ents, err := os.ReadDir(d.mountpoint)
+	if err != nil {
+		return d, fmt.Errorf("mount: %w", err)
+	}
+	if len(ents) > 0 {
+		return d, fmt.Errorf("mount: the mount point %s is not empty (it holds %s): mail written there would be hidden by the mount; move it into the backing directory first", d.mountpoint, ents[0].Name())
+	}
+	return d, nil
+}
+
+// realDir resolves p to an absolute, symlink-free directory path.
+func realDir(p, what string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("mount: %s %s: %w", what, p, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("mount: the %s %s does not exist: create it (mkdir -p %s)", what, abs, abs)
+		}
+		return "", fmt.Errorf("mount: %s %s: %w", what, abs, err)
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("mount: %s %s: %w", what, real, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("mount: the %s %s is not a directory", what, real)
+	}
+	return real, nil
+}
+
+// within reports whether p is strictly below dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// isMountPoint reports whether dir is the mount point of a mount, from
+// /proc/self/mountinfo (field 5, with octal escapes for blanks).
+func isMountPoint(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("mount: read the mount table: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &c); err == nil {
+				b.WriteByte(c)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
