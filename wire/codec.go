@@ -40,14 +40,14 @@ func appendGUID(b []byte, g GUID) []byte {
 // reads return zero values, so message decoders read straight through and
 // check d.err once.
 type decoder struct {
-	msg string // message name, for errors
+	typ MsgType // for errors
 	b   []byte
 	err error
 }
 
 func (d *decoder) fail(code Code, field, format string, args ...any) {
 	if d.err == nil {
-		d.err = &ProtoError{Code: code, Msg: fmt.Sprintf("decode %s: %s: %s", d.msg, field, fmt.Sprintf(format, args...))}
+		d.err = &ProtoError{Code: code, Msg: fmt.Sprintf("decode %v: %s: %s", d.typ, field, fmt.Sprintf(format, args...))}
 	}
 }
 

@@ -50,7 +50,6 @@ func (c *Conn) startCompression(level int) error {
 		return fmt.Errorf("start zstd decoder: %w", err)
 	}
 	c.zw, c.w = enc, enc
-	c.zr = dec
 	c.fr.r = bufio.NewReaderSize(&zstdErrReader{dec: dec, src: src}, 64<<10)
 	c.sess.Compressed = true
 	return nil

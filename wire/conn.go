@@ -49,7 +49,6 @@ type Conn struct {
 
 	rmu    sync.Mutex
 	fr     frameReader
-	zr     *zstd.Decoder
 	state  recvState
 	rerr   error // sticky: the connection is unusable for reading
 	closed chan struct{}
@@ -88,27 +87,14 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadlin
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // Close closes the connection without a word to the peer; send Goodbye
-// and Flush first for a clean close.
+// and Flush first for a clean close. A Send or Recv blocked on the
+// connection returns an error. (The zstd encoder and decoder run at
+// concurrency 1: they hold no goroutines and need no closing.)
 func (c *Conn) Close() error {
-	var err error
+	err := ErrClosed
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		err = c.nc.Close()
-		// The encoder and decoder hold no goroutines at concurrency 1,
-		// but Close releases their buffers; the locks make sure no
-		// Send or Recv is still using them.
-		go func() {
-			c.wmu.Lock()
-			if c.zw != nil {
-				c.zw.Reset(io.Discard)
-			}
-			c.wmu.Unlock()
-			c.rmu.Lock()
-			if c.zr != nil {
-				c.zr.Close()
-			}
-			c.rmu.Unlock()
-		}()
 	})
 	return err
 }
@@ -208,7 +194,9 @@ func (c *Conn) SendData(r io.Reader, n int64) error {
 }
 
 // Recv returns the next message. Data frames that follow a Put or
-// WriteRanges are returned too (or read them with RecvData). An Error
+// WriteRanges are returned too (or read them with RecvData). A Ping is
+// returned like any message: the caller answers it with a Pong from its
+// sending goroutine, never in the middle of a Put's Data. An Error
 // frame from the peer is returned as a *ProtoError with Remote set. A
 // message that breaks the protocol — malformed, over a limit, out of
 // order, a bad path — makes Recv tell the peer in an Error frame, close
@@ -297,10 +285,12 @@ func (c *Conn) RecvData(w io.Writer, n uint64) error {
 
 // SendError reports err to the peer in an Error frame and closes the
 // connection: an Error is always a sender's last frame. err's *ProtoError
-// code, Seq and Path are sent when it has one; otherwise CodeInternal.
-func (c *Conn) SendError(err error) error {
+// code, Seq and Path are sent when it has one; otherwise CodeInternal. It
+// is safe to call while another goroutine sends: the Error frame may then
+// cut a Put's Data short, which the peer accepts since an Error ends
+// everything.
+func (c *Conn) SendError(err error) {
 	c.fail(err)
-	return nil
 }
 
 // fail sends err to the peer, best effort and bounded in time, and closes.

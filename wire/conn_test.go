@@ -3,6 +3,8 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"reflect"
 	"testing"
 )
@@ -106,5 +108,132 @@ func exchange(t *testing.T, c, s *Conn) {
 	}
 	if _, err := s.Recv(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Recv after Goodbye: %v, want ErrClosed", err)
+	}
+}
+
+// serve runs fn as the server's side of a test exchange.
+func serve(t *testing.T, fn func() error) chan error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- fn() }()
+	return errc
+}
+
+func TestOfferAndManifest(t *testing.T) {
+	c, s := pipePair(t, baseClientConfig(), baseServerConfig())
+	entries := []*ManifestEntry{
+		{Path: "user", Kind: KindDir, Mode: 0o755, Nlink: 3, Inode: 1},
+		{Path: "user/bob", Kind: KindDir, Mode: 0o700, Nlink: 2, Inode: 2},
+		{Path: "user/bob/1.", Kind: KindFile, Mode: 0o600, Nlink: 2, Inode: 9, Size: 5, GUID: sampleGUID()},
+		{Path: "user/bob.old", Kind: KindFile, Mode: 0o600, Nlink: 2, Inode: 9, Size: 5, GUID: sampleGUID()},
+		{Path: "user/link", Kind: KindSymlink, Mode: 0o777, Nlink: 1, Inode: 4, Target: "bob"},
+	}
+	errc := serve(t, func() error {
+		m, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		o := m.(*Offer)
+		if err := s.Send(&Lacks{ID: o.ID, Lacking: []bool{false, true}}); err != nil {
+			return err
+		}
+		if m, err = s.Recv(); err != nil {
+			return err
+		}
+		if _, ok := m.(*ManifestRequest); !ok {
+			return fmt.Errorf("got %v, want ManifestRequest", m.Type())
+		}
+		for _, e := range entries {
+			if err := s.Send(e); err != nil {
+				return err
+			}
+		}
+		return errors.Join(s.Send(&ManifestEnd{Count: uint64(len(entries))}), s.Flush())
+	})
+	if err := errors.Join(c.Send(&Offer{ID: 5, GUIDs: []GUID{sampleGUID(), sampleSHA1()}}), c.Send(&ManifestRequest{}), c.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := m.(*Lacks); l.ID != 5 || !reflect.DeepEqual(l.Lacking, []bool{false, true}) {
+		t.Errorf("got %+v, want Lacks 5 [false true]", l)
+	}
+	for i := 0; ; i++ {
+		m, err := c.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*ManifestEnd); ok {
+			if i != len(entries) {
+				t.Errorf("%d entries, want %d", i, len(entries))
+			}
+			break
+		}
+		if !reflect.DeepEqual(m, entries[i]) {
+			t.Errorf("entry %d: got %+v, want %+v", i, m, entries[i])
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClientSideViolations: a server that breaks the rules is refused
+// by the client the same way.
+func TestClientSideViolations(t *testing.T) {
+	cases := map[string][]Message{
+		"manifest out of order": {&ManifestEntry{Path: "b", Kind: KindDir}, &ManifestEntry{Path: "a", Kind: KindDir}},
+		"manifest miscounted":   {&ManifestEntry{Path: "a", Kind: KindDir}, &ManifestEnd{Count: 2}},
+		"acks go back":          {&Ack{Seq: 2}, &Ack{Seq: 2}},
+		"client-only message":   {&BatchBegin{Seq: 1}},
+	}
+	for name, msgs := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, s := pipePair(t, baseClientConfig(), baseServerConfig())
+			errc := serve(t, func() error {
+				for _, m := range msgs {
+					if err := s.Send(m); err != nil {
+						return err
+					}
+				}
+				if err := s.Flush(); err != nil {
+					return err
+				}
+				_, err := s.Recv()
+				return err
+			})
+			var err error
+			for err == nil {
+				_, err = c.Recv()
+			}
+			if !errors.Is(err, ErrProtocol) {
+				t.Errorf("client: %v, want protocol error", err)
+			}
+			if serr := <-errc; !errors.Is(serr, ErrProtocol) || !asProto(serr).Remote {
+				t.Errorf("server: %v, want the client's protocol error", serr)
+			}
+		})
+	}
+}
+
+func TestSendRefusesInvalid(t *testing.T) {
+	c, _ := pipePair(t, baseClientConfig(), baseServerConfig())
+	if err := c.Send(&Unlink{Path: "../x"}); !errors.Is(err, ErrBadPath) {
+		t.Errorf("Send(Unlink ../x) = %v, want badpath", err)
+	}
+	big := &SetXattr{Path: "a", Name: "user.x", Value: make([]byte, MaxXattrValue)}
+	c.maxSend = MinFrameSize // as if the peer said so
+	if err := c.Send(big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Send of a frame over the peer's limit = %v, want toolarge", err)
+	}
+}
+
+func TestSendDataShortSource(t *testing.T) {
+	c, _ := pipePair(t, baseClientConfig(), baseServerConfig())
+	err := c.SendData(bytes.NewReader([]byte("abc")), 10)
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("SendData of a short source = %v, want unexpected EOF", err)
 	}
 }

@@ -177,7 +177,7 @@ func Unmarshal(t MsgType, payload []byte) (Message, error) {
 	if m == nil {
 		return nil, protoErrf(CodeProtocol, "unknown message type 0x%02x", uint8(t))
 	}
-	d := &decoder{msg: t.String(), b: payload}
+	d := &decoder{typ: t, b: payload}
 	m.decode(d)
 	if err := d.finish(); err != nil {
 		return nil, err
