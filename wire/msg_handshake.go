@@ -143,10 +143,10 @@ func (*AuthOK) Type() MsgType                   { return TypeAuthOK }
 func (m *AuthOK) appendPayload(b []byte) []byte { return appendString(b, m.Identity) }
 func (m *AuthOK) decode(d *decoder)             { m.Identity = d.text("identity", maxIdentity) }
 func (m *AuthOK) validate() error {
-	if m.Identity == "" || len(m.Identity) > maxIdentity {
-		return protoErrf(CodeProtocol, "AuthOK: identity of %d bytes", len(m.Identity))
+	if m.Identity == "" {
+		return protoErrf(CodeProtocol, "AuthOK: empty identity")
 	}
-	return nil
+	return checkText("AuthOK identity", m.Identity, maxIdentity)
 }
 
 // Hello is the client's first frame after authentication: what it asks
