@@ -287,6 +287,9 @@ func (l *Log) Append(evs ...*Event) (last uint64, err error) {
 		return 0, l.undoWrite(first, n, err)
 	}
 	l.off += int64(len(b))
+	if l.off > l.end/2 {
+		l.pipe.request() // the next segment, prepared while this one fills
+	}
 	l.mu.Lock()
 	l.last.Store(seq)
 	l.mu.Unlock()

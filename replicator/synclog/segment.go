@@ -173,13 +173,16 @@ func seal(dir string, f *os.File, tmp string, s segment) (err error) {
 	return syncDir(dir)
 }
 
-// pipeline keeps the next segment file preallocated in the background, so
-// that rolling over does not wait for 64 MiB of zeros (etcd's
-// filePipeline). An attempt that fails (ENOSPC) is handed to the next
-// taker, and another attempt starts at once.
+// pipeline prepares the next segment file in the background, so that
+// rolling over does not wait for a segment of zeros (etcd's filePipeline).
+// It starts only when asked (Log asks once the active segment is half
+// full): writing a whole segment of zeros and syncing it competes with the
+// mail server's own fsyncs, so it is not done before it is needed. An
+// attempt that fails (ENOSPC) is handed to the next taker, who asks again.
 type pipeline struct {
 	dir  string
 	size int64
+	want chan struct{} // buffered 1: prepare one file
 	out  chan prepared
 	stop chan struct{}
 	done chan struct{}
@@ -192,7 +195,8 @@ type prepared struct {
 }
 
 func newPipeline(dir string, size int64) *pipeline {
-	p := &pipeline{dir: dir, size: size, out: make(chan prepared), stop: make(chan struct{}), done: make(chan struct{})}
+	p := &pipeline{dir: dir, size: size, want: make(chan struct{}, 1), out: make(chan prepared),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go p.run()
 	return p
 }
@@ -200,6 +204,11 @@ func newPipeline(dir string, size int64) *pipeline {
 func (p *pipeline) run() {
 	defer close(p.done)
 	for n := 0; ; n++ {
+		select {
+		case <-p.want:
+		case <-p.stop:
+			return
+		}
 		path := filepath.Join(p.dir, fmt.Sprintf("prealloc-%d%s", n, tempSuffix))
 		f, err := preallocate(path, p.size)
 		select {
@@ -214,12 +223,24 @@ func (p *pipeline) run() {
 	}
 }
 
-// take returns a preallocated file. If the one waiting had failed, it
-// waits for a fresh attempt, which started after this call began: a caller
-// retrying after space came back gets a new answer, not an old ENOSPC.
+// request asks for the next file to be prepared; asking twice before it is
+// taken prepares one.
+func (p *pipeline) request() {
+	select {
+	case p.want <- struct{}{}:
+	default:
+	}
+}
+
+// take returns a prepared file, asking for it if nobody has. If the one
+// waiting had failed, it asks again and waits for the fresh attempt: a
+// caller retrying after space came back gets a new answer, not an old
+// ENOSPC.
 func (p *pipeline) take() (*os.File, string, error) {
+	p.request()
 	r := <-p.out
 	if r.err != nil {
+		p.request()
 		r = <-p.out
 	}
 	return r.f, r.path, r.err
