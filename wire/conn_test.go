@@ -180,6 +180,35 @@ func TestOfferAndManifest(t *testing.T) {
 	}
 }
 
+// TestPosition: a PositionRequest between batches is answered in order.
+func TestPosition(t *testing.T) {
+	c, s := pipePair(t, baseClientConfig(), baseServerConfig())
+	errc := serve(t, func() error {
+		m, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		r, ok := m.(*PositionRequest)
+		if !ok {
+			return fmt.Errorf("got %v, want PositionRequest", m.Type())
+		}
+		return errors.Join(s.Send(&Position{Channel: r.Channel, Applied: 41, Interrupted: 42}), s.Flush())
+	})
+	if err := errors.Join(c.Send(&PositionRequest{Channel: "dr"}), c.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m, (&Position{Channel: "dr", Applied: 41, Interrupted: 42}); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestClientSideViolations: a server that breaks the rules is refused
 // by the client the same way.
 func TestClientSideViolations(t *testing.T) {

@@ -57,6 +57,8 @@
 //	0x10 BatchBegin    C→S  seq:uvarint  channel:string
 //	0x11 BatchEnd      C→S  seq:uvarint  opcount:uvarint
 //	0x12 Ack           S→C  seq:uvarint
+//	0x13 PositionRequest C→S  channel:string
+//	0x14 Position      S→C  channel:string  applied:uvarint  interrupted:uvarint
 //	0x20 Put           C→S  path  content:u8  mode uid gid:uvarint  mtime:varint  size:uvarint  guid
 //	0x21 WriteRanges   C→S  path  size:uvarint  n:uvarint  n×(off:uvarint len:uvarint)  guid
 //	0x22 Truncate      C→S  path  size:uvarint
@@ -149,20 +151,22 @@
 //	C: BatchBegin · ops (each Put or WriteRanges immediately followed by its Data) · BatchEnd
 //	C: Offer             S: Lacks (same id), in order
 //	C: ManifestRequest   S: ManifestEntry… ManifestEnd, in order
+//	C: PositionRequest   S: Position, in order
 //	S: Ack{seq}          after batch seq is durable
 //	either: Ping → Pong; Goodbye; Error
 //
 // The receiver enforces: ops only inside a batch; BatchBegin not inside
 // one; seqs strictly increase on a connection (seq ≥ 1); BatchEnd names
-// the open batch and its exact op count; Offer and ManifestRequest only
-// between batches; after a Put with content 1 or a WriteRanges, only Data
-// frames until exactly the announced bytes have come; acks increase;
-// manifest entries strictly increase (below) and ManifestEnd counts them;
-// no handshake message after the handshake, and no message in the wrong
-// direction. Ping, Pong and Goodbye may come anywhere but inside Data.
-// The client may pipeline: send more batches, offers and requests before
-// the answers to earlier ones arrive. The server answers offers and
-// manifest requests in the order received.
+// the open batch and its exact op count; Offer, ManifestRequest and
+// PositionRequest only between batches; after a Put with content 1 or a
+// WriteRanges, only Data frames until exactly the announced bytes have
+// come; acks increase; manifest entries strictly increase (below) and
+// ManifestEnd counts them; no handshake message after the handshake, and
+// no message in the wrong direction. Ping, Pong and Goodbye may come
+// anywhere but inside Data. The client may pipeline: send more batches,
+// offers and requests before the answers to earlier ones arrive. The
+// server answers offers, manifest requests and position requests in the
+// order received.
 //
 // Batches. seq is the master's sync-log sequence number of the batch;
 // channel names its log channel ("" for the default one). The server
@@ -170,6 +174,17 @@
 // earlier one — is durable. A reconnecting client resends every batch not
 // acked; applying a batch twice must be harmless, so the server may
 // remember the last seq it applied per channel and ack a repeat at once.
+//
+// Position. A client asks, typically right after the handshake, where the
+// replica stands for one of its channels: PositionRequest{channel} is
+// answered by Position{channel, applied, interrupted}. The replica keys
+// its progress by the authenticated identity and the channel, so two
+// masters (or two channels) never share a position. applied is the seq of
+// the last batch durable on the replica (0 = none yet); interrupted, when
+// not 0, is the seq of a batch whose apply was cut short by a crash: the
+// tree may hold part of it, and the client must resend that batch (its
+// ops are idempotent) before any later one. The client resumes with the
+// first batch after applied.
 //
 // Ops. Modes are permission bits only (≤ 07777). Every path is relative to
 // the replica root. Symlinks are never followed when applying.

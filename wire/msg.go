@@ -26,6 +26,10 @@ const (
 	TypeBatchEnd   MsgType = 0x11 // C→S
 	TypeAck        MsgType = 0x12 // S→C
 
+	// Where the replica stands, between batches.
+	TypePositionRequest MsgType = 0x13 // C→S
+	TypePosition        MsgType = 0x14 // S→C
+
 	// Ops, only inside a batch.
 	TypePut         MsgType = 0x20
 	TypeWriteRanges MsgType = 0x21
@@ -99,6 +103,10 @@ func newMessage(t MsgType) Message {
 		return new(BatchEnd)
 	case TypeAck:
 		return new(Ack)
+	case TypePositionRequest:
+		return new(PositionRequest)
+	case TypePosition:
+		return new(Position)
 	case TypePut:
 		return new(Put)
 	case TypeWriteRanges:

@@ -70,6 +70,40 @@ func (m *Ack) validate() error {
 	return nil
 }
 
+// PositionRequest asks, between batches, where the replica stands for the
+// client's log channel Channel ("" for the unnamed one). The server answers
+// with a Position, in order with Lacks and manifests.
+type PositionRequest struct{ Channel string }
+
+func (*PositionRequest) Type() MsgType                   { return TypePositionRequest }
+func (m *PositionRequest) appendPayload(b []byte) []byte { return appendString(b, m.Channel) }
+func (m *PositionRequest) decode(d *decoder)             { m.Channel = d.text("channel", maxChannelLen) }
+func (m *PositionRequest) validate() error {
+	return checkText("PositionRequest channel", m.Channel, maxChannelLen)
+}
+
+// Position answers a PositionRequest. Applied is the seq of the last batch
+// of Channel durable on the replica for the authenticated identity (0 =
+// none). Interrupted is the seq of a batch whose apply was cut short (a
+// crash) and which the client must resend before anything newer; 0 = none.
+type Position struct {
+	Channel     string
+	Applied     uint64
+	Interrupted uint64
+}
+
+func (*Position) Type() MsgType { return TypePosition }
+func (m *Position) appendPayload(b []byte) []byte {
+	return appendUvarint(appendUvarint(appendString(b, m.Channel), m.Applied), m.Interrupted)
+}
+func (m *Position) decode(d *decoder) {
+	m.Channel = d.text("channel", maxChannelLen)
+	m.Applied, m.Interrupted = d.uvarint("applied"), d.uvarint("interrupted")
+}
+func (m *Position) validate() error {
+	return checkText("Position channel", m.Channel, maxChannelLen)
+}
+
 // Data is a chunk of file content following a Put or WriteRanges. Its
 // payload is the bytes themselves, with no length prefix; it is never
 // empty. A received Data's Bytes alias the connection's buffer and are

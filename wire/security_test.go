@@ -356,6 +356,8 @@ func TestSessionViolations(t *testing.T) {
 		"unknown type 0x7e":    {[][]byte{{0x7e, 0x00}}, ErrProtocol},
 		"frame over max size":  {[][]byte{{byte(TypeData), 0x81, 0x80, 0x80, 0x02}}, ErrTooLarge},
 		"offer inside a batch": {[][]byte{frame(t, &BatchBegin{Seq: 1}), frame(t, &Offer{GUIDs: []GUID{sampleGUID()}})}, ErrProtocol},
+		"position in a batch":  {[][]byte{frame(t, &BatchBegin{Seq: 1}), frame(t, &PositionRequest{})}, ErrProtocol},
+		"position from client": {[][]byte{frame(t, &Position{Applied: 1})}, ErrProtocol},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

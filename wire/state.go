@@ -69,7 +69,7 @@ func (s *recvState) checkServer(m Message) error {
 		}
 		s.inBatch, s.lastSeq = false, s.batchSeq
 		return nil
-	case *Offer, *ManifestRequest:
+	case *Offer, *ManifestRequest, *PositionRequest:
 		if s.inBatch {
 			return &ProtoError{Code: CodeProtocol, Msg: fmt.Sprintf("%v inside batch %d", m.Type(), s.batchSeq), Seq: s.batchSeq}
 		}
@@ -102,7 +102,7 @@ func (s *recvState) checkClient(m Message) error {
 		}
 		s.lastAck = m.Seq
 		return nil
-	case *Lacks:
+	case *Lacks, *Position:
 		return nil
 	case *ManifestEntry:
 		if s.manifestCount > 0 && ComparePaths(s.manifestLast, m.Path) >= 0 {
