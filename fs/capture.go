@@ -25,7 +25,8 @@ type Log interface {
 type capture struct {
 	log         Log
 	logger      *slog.Logger
-	passthrough bool // read-only opens may use kernel passthrough
+	passthrough bool        // read-only opens may use kernel passthrough
+	shared      flushSharer // non-nil: the backing fsync's flush makes the log durable
 
 	// ns is the namespace lock (invariant 3 in the package doc): held for
 	// reading while an event's path is computed and appended, for writing

@@ -25,6 +25,9 @@ type Options struct {
 	EntryTimeout, AttrTimeout time.Duration
 	// ReadDirPlus makes directory listings return attributes too.
 	ReadDirPlus bool
+	// SharedFlush: the backing dir's fsync also flushes the log's disk
+	// (see SharedFlush); the log must implement WriteOut and Flushed.
+	SharedFlush bool
 	Logger      *slog.Logger
 	Debug       bool // log every FUSE request
 }
@@ -76,6 +79,9 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 		return nil, fmt.Errorf("mount: backing directory %s: %w", backing, err)
 	}
 	c := &capture{log: lg, logger: opts.Logger, passthrough: opts.Passthrough}
+	if fsr, ok := lg.(flushSharer); ok && opts.SharedFlush {
+		c.shared = fsr
+	}
 	root := &gofs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
 	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: root}, c: c}
 	root.RootNode = rootNode
@@ -94,9 +100,6 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 			FsName:      backing,
 			Name:        "spoolsync",
 			DirectMount: true,
-			// Large writes in one request: a 1 MiB attachment is one
-			// round trip, not 8.
-			MaxWrite: 1 << 20,
 			// Without it every write costs a GETXATTR security.capability
 			// round trip; file.killPriv does the kernel's part instead.
 			ExtraCapabilities:  fuse.CAP_HANDLE_KILLPRIV_V2,

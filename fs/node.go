@@ -20,7 +20,7 @@ type Node struct {
 	c *capture
 
 	mu    sync.Mutex
-	dirty rangeSet // bytes written since the last write event
+	dirty []synclog.Range // bytes written since the last write event
 	// open handles by kernel I/O mode, see iomode.go
 	openPassthrough, openCached int
 }
@@ -30,6 +30,10 @@ type Node struct {
 func (n *Node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
 	return &Node{LoopbackNode: ops.(*gofs.LoopbackNode), c: n.c}
 }
+
+// maxRanges bounds the dirty ranges kept per inode (synclog.AddRange
+// merges across the smallest gaps past it).
+const maxRanges = 64
 
 // relPath is the node's path relative to the spool root ("." for the root).
 // ok is false for a node that no longer has a name (unlinked while open).
@@ -74,7 +78,7 @@ func (n *Node) markDirty(off int64, cnt uint64) {
 		return
 	}
 	n.mu.Lock()
-	n.dirty = n.dirty.add(uint64(off), cnt)
+	n.dirty = synclog.AddRange(n.dirty, synclog.Range{Off: uint64(off), Len: cnt}, maxRanges)
 	n.mu.Unlock()
 }
 

@@ -169,9 +169,24 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 	})
 }
 
-// parallelSync runs the backing sync and the log sync concurrently and
-// returns the first failure (backing first: it names the real I/O error).
+// parallelSync makes the backing file or directory and every event so far
+// durable. With a shared flush (SharedFlush) the log is written out and the
+// backing fsync's cache flush makes it durable too; otherwise the backing
+// sync and the log sync run concurrently. The backing error comes first:
+// it names the real I/O error.
 func parallelSync(c *capture, backing func() syscall.Errno) syscall.Errno {
+	if c.shared != nil {
+		target, err := c.shared.WriteOut()
+		if err != nil {
+			c.logger.Error("cannot write out the sync log; fsync fails with EIO", "err", err)
+			return syscall.EIO
+		}
+		errno := backing()
+		if errno == 0 {
+			c.shared.Flushed(target)
+		}
+		return errno
+	}
 	logErr := make(chan syscall.Errno, 1)
 	go func() { logErr <- c.sync() }()
 	errno := backing()

@@ -72,6 +72,12 @@ func runMount(args []string) error {
 	opts.Logger = logger
 	opts.Debug = *debug
 	opts.Passthrough = !*noPassthrough
+	if cfg.SyncLog {
+		var why string
+		if opts.SharedFlush, why = fs.SharedFlush(dirs.backing, dirs.log); !opts.SharedFlush {
+			logger.Info("fsync on the mount syncs the sync log separately", "why", why)
+		}
+	}
 	m, err := fs.New(dirs.backing, dirs.mountpoint, lg, opts)
 	if err != nil {
 		return err

@@ -1,0 +1,376 @@
+package replicator
+
+import (
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
+)
+
+// stepKind is what one step of a plan does on the replica.
+type stepKind uint8
+
+const (
+	stepPut     stepKind = iota + 1 // the whole current object (file, symlink, fifo) at path
+	stepWrite                       // the changed ranges of an existing file, and its size
+	stepMkdir                       // a directory at path (meta from the backing dir)
+	stepRmdir                       //
+	stepUnlink                      //
+	stepRename                      // path → path2 (flags: RENAME_EXCHANGE or 0)
+	stepLink                        // path2 becomes a hard link to path
+	stepAttrs                       // mode, owner, times and xattrs of path
+)
+
+func (k stepKind) String() string {
+	return [...]string{"?", "put", "write", "mkdir", "rmdir", "unlink", "rename", "link", "attrs"}[k]
+}
+
+// step is one operation of a plan. Content and attributes are not in the
+// plan: they are read from the backing dir when the batch is sent, at
+// step.path (the name the object has at the end of the batch).
+type step struct {
+	kind   stepKind
+	path   string
+	path2  string
+	flags  uint32
+	src    string          // stepPut: where to read the object when sending (its final name)
+	ranges []synclog.Range // stepWrite
+}
+
+// pendingEntry is an object whose content a batch could not ship because it
+// had vanished from the backing dir when the batch was read (renamed or
+// removed by events not yet in the batch). The next plan starts from it.
+type pendingEntry struct {
+	Path       string          `json:"path"`
+	ReplicaHas bool            `json:"replica_has"` // the replica holds an older copy at Path
+	Ranges     []synclog.Range `json:"ranges,omitempty"`
+}
+
+// lineage is one object followed through the renames of a batch.
+type lineage struct {
+	created  bool // the replica has no copy: ship it whole
+	inOrder  bool // created, but linked or exchanged: already put in place
+	isDir    bool
+	names    int // names it has at this point of the batch
+	ranges   []synclog.Range
+	sized    bool // truncated or written: send the size
+	attrs    bool
+	puts     []int // placeholders: each place it got a name (created, not yet in order)
+	unlinkAt []int // placeholders: names it passed through (replaced on the replica)
+}
+
+// planner turns the events of one batch into steps. The rules:
+//
+//   - An object created in the batch (or pending from the last one) is sent
+//     once, whole, at the name it has at the end, at the point of the log
+//     where it got that name: create → write → rename becomes one put. If it
+//     is removed before the end, nothing is sent. Names it passed through
+//     are unlinked on the replica (the master's rename replaced what was
+//     there).
+//   - Anything the replica already has is renamed, linked and removed in
+//     log order, so no content crosses the wire for a rename.
+//   - Changed byte ranges of files the replica has are sent at the end of
+//     the batch, merged per file, at the file's final name; likewise
+//     attributes, and the times of every directory whose entries changed.
+//
+// Content is read when the batch is sent, so every step carries the
+// newest state; the events after the batch only ever make it newer.
+type planner struct {
+	steps  []step
+	byPath map[string]*lineage
+	all    []*lineage
+	dirs   map[string]bool     // directories whose entries changed
+	nev    int
+}
+
+func newPlanner(pending []pendingEntry) *planner {
+	p := &planner{byPath: map[string]*lineage{}, dirs: map[string]bool{}}
+	for _, e := range pending {
+		l := p.newLineage(e.Path, !e.ReplicaHas, false)
+		l.ranges = slices.Clone(e.Ranges)
+		l.sized = e.ReplicaHas
+		if l.created {
+			p.placePut(l, e.Path)
+		}
+	}
+	return p
+}
+
+func (p *planner) newLineage(path string, created, isDir bool) *lineage {
+	l := &lineage{created: created, isDir: isDir, names: 1}
+	p.byPath[path] = l
+	p.all = append(p.all, l)
+	return l
+}
+
+func (p *planner) emit(s step) int {
+	p.steps = append(p.steps, s)
+	return len(p.steps) - 1
+}
+
+// placePut records where a created object got its latest name; only the
+// last such place survives (finish).
+func (p *planner) placePut(l *lineage, path string) {
+	l.puts = append(l.puts, p.emit(step{kind: stepPut, path: path}))
+}
+
+func parent(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i]
+	}
+	return "."
+}
+
+// add applies one event.
+func (p *planner) add(ev *synclog.Event) {
+	p.nev++
+	switch ev.Op {
+	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod:
+		p.dirs[parent(ev.Path)] = true
+		p.replaced(ev.Path)
+		l := p.newLineage(ev.Path, true, false)
+		p.placePut(l, ev.Path)
+	case synclog.OpMkdir:
+		// Directories go in order (their children need them); the mkdir
+		// is the directory's "put", its attributes read at the end.
+		p.dirs[parent(ev.Path)] = true
+		l := p.newLineage(ev.Path, true, true)
+		l.inOrder = true
+		l.puts = append(l.puts, p.emit(step{kind: stepMkdir, path: ev.Path}))
+	case synclog.OpWrite, synclog.OpTruncate:
+		l := p.track(ev.Path)
+		if !l.created {
+			for _, r := range ev.Ranges {
+				l.ranges = synclog.AddRange(l.ranges, r, wire.MaxRanges)
+			}
+			l.sized = true
+		}
+	case synclog.OpSetattr, synclog.OpSetxattr, synclog.OpRemovexattr:
+		if ev.Path == "." {
+			p.dirs["."] = true
+			return
+		}
+		p.track(ev.Path).attrs = true
+	case synclog.OpUnlink:
+		p.dirs[parent(ev.Path)] = true
+		if l := p.byPath[ev.Path]; l != nil && l.created && !l.inOrder {
+			delete(p.byPath, ev.Path)
+			l.names--
+			return
+		}
+		p.forget(ev.Path)
+		p.emit(step{kind: stepUnlink, path: ev.Path})
+	case synclog.OpRmdir:
+		p.dirs[parent(ev.Path)] = true
+		p.forgetTree(ev.Path)
+		p.emit(step{kind: stepRmdir, path: ev.Path})
+	case synclog.OpRename:
+		p.rename(ev)
+	case synclog.OpLink:
+		p.dirs[parent(ev.Path2)] = true
+		l := p.byPath[ev.Path]
+		if l != nil && l.created && !l.inOrder {
+			p.materialize(l, ev.Path)
+		}
+		p.replaced(ev.Path2)
+		p.emit(step{kind: stepLink, path: ev.Path, path2: ev.Path2})
+		if l != nil {
+			p.byPath[ev.Path2] = l
+			l.names++
+		}
+	}
+}
+
+// track returns the lineage at path, starting one for an object the
+// replica already has.
+func (p *planner) track(path string) *lineage {
+	if l := p.byPath[path]; l != nil {
+		return l
+	}
+	return p.newLineage(path, false, false)
+}
+
+// replaced notes that whatever was at path is gone on the master.
+func (p *planner) replaced(path string) {
+	p.forget(path)
+}
+
+// forget drops the name path from its lineage.
+func (p *planner) forget(path string) {
+	if l := p.byPath[path]; l != nil {
+		l.names--
+		delete(p.byPath, path)
+	}
+}
+
+func (p *planner) forgetTree(dir string) {
+	p.forget(dir)
+	prefix := dir + "/"
+	for path := range p.byPath {
+		if strings.HasPrefix(path, prefix) {
+			p.forget(path)
+		}
+	}
+}
+
+// materialize puts a created object in place at path now, so that in-order
+// steps (link, exchange) can act on it; from here on it is followed in
+// order like anything the replica has.
+func (p *planner) materialize(l *lineage, path string) {
+	p.settleUnlinks(l, path)
+	p.placePut(l, path)
+	l.inOrder = true
+}
+
+// settleUnlinks turns the names l passed through, other than keep, into
+// real unlinks (they held something on the replica that the master
+// replaced) and drops the one for keep (the put there replaces it).
+func (p *planner) settleUnlinks(l *lineage, keep string) {
+	for _, i := range l.unlinkAt {
+		if p.steps[i].path == keep {
+			p.steps[i].kind = 0
+		}
+	}
+	l.unlinkAt = nil
+}
+
+func (p *planner) rename(ev *synclog.Event) {
+	from, to := ev.Path, ev.Path2
+	p.dirs[parent(from)] = true
+	p.dirs[parent(to)] = true
+	lf, lt := p.byPath[from], p.byPath[to]
+	if ev.Flags&unix.RENAME_EXCHANGE != 0 {
+		for path, l := range map[string]*lineage{from: lf, to: lt} {
+			if l != nil && l.created && !l.inOrder && !l.isDir {
+				p.materialize(l, path)
+			}
+		}
+		p.emit(step{kind: stepRename, path: from, path2: to, flags: unix.RENAME_EXCHANGE})
+		p.swapTrees(from, to)
+		return
+	}
+	if lf != nil && lf.created && !lf.inOrder && !lf.isDir {
+		// Not on the replica yet: no rename there. What the master
+		// replaced at `to` must go unless the object ends up there (the
+		// put at its final name then replaces it).
+		if lt == nil || !lt.created || lt.inOrder {
+			lf.unlinkAt = append(lf.unlinkAt, p.emit(step{kind: stepUnlink, path: to}))
+		}
+		p.forget(to)
+		delete(p.byPath, from)
+		p.byPath[to] = lf
+		p.placePut(lf, to)
+		return
+	}
+	p.forget(to)
+	// The replica does the same rename; NOREPLACE is dropped because the
+	// master's succeeded, and a replayed batch must not fail on it.
+	p.emit(step{kind: stepRename, path: from, path2: to})
+	p.moveTree(from, to)
+}
+
+// moveTree renames the tracked paths at and below from.
+func (p *planner) moveTree(from, to string) {
+	moved := map[string]*lineage{}
+	prefix := from + "/"
+	for path, l := range p.byPath {
+		if path == from {
+			moved[to] = l
+			delete(p.byPath, path)
+		} else if strings.HasPrefix(path, prefix) {
+			moved[to+"/"+path[len(prefix):]] = l
+			delete(p.byPath, path)
+		}
+	}
+	for path, l := range moved {
+		p.byPath[path] = l
+	}
+	var dirs []string
+	for d := range p.dirs {
+		if d == from || strings.HasPrefix(d, prefix) {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, d := range dirs {
+		delete(p.dirs, d)
+		p.dirs[to+d[len(from):]] = true
+	}
+}
+
+func (p *planner) swapTrees(a, b string) {
+	tmp := "\x00swap"
+	p.moveTree(a, tmp)
+	p.moveTree(b, a)
+	p.moveTree(tmp, b)
+}
+
+// finish resolves the placeholders and appends the end-of-batch steps:
+// writes of files the replica has, attributes, directory times.
+func (p *planner) finish() []step {
+	final := map[*lineage]string{}
+	for path, l := range p.byPath {
+		// A lineage with several names keeps the first in byte order, so
+		// that plans are deterministic.
+		if cur, ok := final[l]; !ok || path < cur {
+			final[l] = path
+		}
+	}
+	for _, l := range p.all {
+		name, alive := final[l]
+		if l.created {
+			// Only the put where it got its last name stays (for an object
+			// put in place early: where it was materialized; for a
+			// directory: its mkdir). Its path is the name at that point of
+			// the log, which later in-order steps (a folder rename) carry
+			// to the final name; its content is read from the final name.
+			last := l.puts[len(l.puts)-1]
+			for _, at := range l.puts[:len(l.puts)-1] {
+				p.steps[at].kind = 0
+			}
+			keep := ""
+			switch {
+			case l.inOrder:
+				p.steps[last].src = name // "" if gone by the end: later steps remove it
+			case alive:
+				p.steps[last].src = name
+				keep = p.steps[last].path
+			default:
+				p.steps[last].kind = 0
+			}
+			p.settleUnlinks(l, keep)
+			if l.inOrder && alive && !l.isDir {
+				p.steps = append(p.steps, step{kind: stepAttrs, path: name})
+			}
+			continue
+		}
+		if !alive || l.isDir && !l.attrs {
+			continue
+		}
+		if l.sized {
+			p.steps = append(p.steps, step{kind: stepWrite, path: name, ranges: l.ranges})
+		}
+		if l.attrs || l.sized {
+			p.steps = append(p.steps, step{kind: stepAttrs, path: name})
+		}
+	}
+	dirs := make([]string, 0, len(p.dirs))
+	for d := range p.dirs {
+		dirs = append(dirs, d)
+	}
+	// A directory's times do not change its parent's, so any order would
+	// do; a fixed one makes plans comparable.
+	slices.Sort(dirs)
+	for _, d := range dirs {
+		p.steps = append(p.steps, step{kind: stepAttrs, path: d})
+	}
+	out := p.steps[:0]
+	for _, s := range p.steps {
+		if s.kind != 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,142 @@
+package replicator
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/replicator/synclog"
+)
+
+// ev builds an event from a compact form: "create a", "rename a b",
+// "write a 0:5 10:2", "link a b", "exchange a b".
+func ev(s string) *synclog.Event {
+	f := strings.Fields(s)
+	e := &synclog.Event{Path: f[1]}
+	switch f[0] {
+	case "create":
+		e.Op = synclog.OpCreate
+	case "mkdir":
+		e.Op = synclog.OpMkdir
+	case "rmdir":
+		e.Op = synclog.OpRmdir
+	case "unlink":
+		e.Op = synclog.OpUnlink
+	case "symlink":
+		e.Op, e.Path2 = synclog.OpSymlink, f[2]
+	case "rename":
+		e.Op, e.Path2 = synclog.OpRename, f[2]
+	case "exchange":
+		e.Op, e.Path2, e.Flags = synclog.OpRename, f[2], unix.RENAME_EXCHANGE
+	case "link":
+		e.Op, e.Path2 = synclog.OpLink, f[2]
+	case "chmod":
+		e.Op, e.Flags = synclog.OpSetattr, synclog.AttrMode
+	case "truncate":
+		e.Op = synclog.OpTruncate
+	case "write":
+		e.Op = synclog.OpWrite
+		for _, r := range f[2:] {
+			var off, n uint64
+			fmt.Sscanf(r, "%d:%d", &off, &n)
+			e.Ranges = append(e.Ranges, synclog.Range{Off: off, Len: n})
+		}
+	default:
+		panic(s)
+	}
+	return e
+}
+
+func (s step) String() string {
+	out := s.kind.String() + " " + s.path
+	if s.path2 != "" {
+		out += " " + s.path2
+	}
+	if (s.kind == stepPut || s.kind == stepMkdir) && s.src != s.path {
+		out += " <" + s.src
+	}
+	if s.flags != 0 {
+		out += " exchange"
+	}
+	for _, r := range s.ranges {
+		out += fmt.Sprintf(" %d:%d", r.Off, r.Len)
+	}
+	return out
+}
+
+func plan(pending []pendingEntry, events ...string) []string {
+	p := newPlanner(pending)
+	for _, e := range events {
+		p.add(ev(e))
+	}
+	var out []string
+	for _, s := range p.finish() {
+		if s.kind == stepAttrs && s.path == "." {
+			continue // the root's times: noise in these tables
+		}
+		out = append(out, s.String())
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pending []pendingEntry
+		events  []string
+		want    []string
+	}{
+		{"maildir delivery is one put at the final name",
+			nil, []string{"create d/tmp/1", "write d/tmp/1 0:100", "rename d/tmp/1 d/new/1"},
+			[]string{"put d/new/1", "attrs d/new", "attrs d/tmp"}},
+		{"created and removed is nothing",
+			nil, []string{"create d/tmp/1", "write d/tmp/1 0:5", "unlink d/tmp/1"},
+			[]string{"attrs d/tmp"}},
+		{"rename of a file the replica has stays a rename",
+			nil, []string{"rename d/new/1 d/cur/1:2,S"},
+			[]string{"rename d/new/1 d/cur/1:2,S", "attrs d/cur", "attrs d/new"}},
+		{"writes merge and go at the end, at the final name",
+			nil, []string{"write d/mbox 0:10", "write d/mbox 10:5", "rename d/mbox d/mbox2", "write d/mbox2 100:1"},
+			[]string{"rename d/mbox d/mbox2", "write d/mbox2 0:15 100:1", "attrs d/mbox2", "attrs d"}},
+		{"created file renamed over an existing one",
+			nil, []string{"create d/tmp/x", "rename d/tmp/x d/index"},
+			[]string{"put d/index", "attrs d", "attrs d/tmp"}},
+		{"created file passes through a name and leaves: that name is unlinked",
+			nil, []string{"create d/a", "rename d/a d/b", "rename d/b d/c"},
+			[]string{"unlink d/b", "put d/c", "attrs d"}},
+		{"created file passes through a name then is removed",
+			nil, []string{"create d/a", "rename d/a d/b", "unlink d/b"},
+			[]string{"unlink d/b", "attrs d"}},
+		{"folder renamed after a delivery into it",
+			nil, []string{"create u/bob/new/1", "rename u/bob u/robert"},
+			[]string{"put u/bob/new/1 <u/robert/new/1", "rename u/bob u/robert", "attrs u", "attrs u/robert/new"}},
+		{"hard link of a new file: put in place, then linked",
+			nil, []string{"create a/1", "link a/1 b/1", "link a/1 c/1"},
+			[]string{"put a/1", "link a/1 b/1", "link a/1 c/1", "attrs a/1", "attrs a", "attrs b", "attrs c"}},
+		{"exchange of a new file with an existing one",
+			nil, []string{"create d/x", "exchange d/x d/y"},
+			[]string{"put d/x <d/y", "rename d/x d/y exchange", "attrs d/y", "attrs d"}},
+		{"directory deleted and re-created",
+			nil, []string{"unlink d/f", "rmdir d", "mkdir d", "create d/g"},
+			[]string{"unlink d/f", "rmdir d", "mkdir d", "put d/g", "attrs d"}},
+		{"pending object from the last batch, renamed now",
+			[]pendingEntry{{Path: "d/tmp/1"}}, []string{"rename d/tmp/1 d/new/1"},
+			[]string{"put d/new/1", "attrs d/new", "attrs d/tmp"}},
+		{"pending writes of a file the replica has",
+			[]pendingEntry{{Path: "d/mbox", ReplicaHas: true, Ranges: []synclog.Range{{Off: 5, Len: 5}}}}, []string{"rename d/mbox d/mbox.old"},
+			[]string{"rename d/mbox d/mbox.old", "write d/mbox.old 5:5", "attrs d/mbox.old", "attrs d"}},
+		{"truncate then chmod",
+			nil, []string{"truncate x", "chmod x"},
+			[]string{"write x", "attrs x"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := plan(tc.pending, tc.events...)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("events %q\n got %q\nwant %q", tc.events, got, tc.want)
+			}
+		})
+	}
+}
