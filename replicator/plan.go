@@ -14,14 +14,14 @@ import (
 type stepKind uint8
 
 const (
-	stepPut     stepKind = iota + 1 // the whole current object (file, symlink, fifo) at path
-	stepWrite                       // the changed ranges of an existing file, and its size
-	stepMkdir                       // a directory at path (meta from the backing dir)
-	stepRmdir                       //
-	stepUnlink                      //
-	stepRename                      // path → path2 (flags: RENAME_EXCHANGE or 0)
-	stepLink                        // path2 becomes a hard link to path
-	stepAttrs                       // mode, owner, times and xattrs of path
+	stepPut    stepKind = iota + 1 // the whole current object (file, symlink, fifo) at path
+	stepWrite                      // the changed ranges of an existing file, and its size
+	stepMkdir                      // a directory at path (meta from the backing dir)
+	stepRmdir                      //
+	stepUnlink                     //
+	stepRename                     // path → path2 (flags: RENAME_EXCHANGE or 0)
+	stepLink                       // path2 becomes a hard link to path
+	stepAttrs                      // mode, owner, times and xattrs of path
 )
 
 func (k stepKind) String() string {
@@ -82,7 +82,7 @@ type planner struct {
 	steps  []step
 	byPath map[string]*lineage
 	all    []*lineage
-	dirs   map[string]bool     // directories whose entries changed
+	dirs   map[string]bool // directories whose entries changed
 	nev    int
 }
 
