@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"spoolsync/config"
+	"spoolsync/guid"
+	"spoolsync/replica"
+	"spoolsync/replica/server"
+	"spoolsync/wire"
+)
+
+const serverAbout = `
+The replica daemon: listens for masters (port 2005, csync), authenticates
+them (PLAIN against sasl_passwd_file, or EXTERNAL with a client certificate
+signed by tls_ca_file), lets only the identities in admins replicate, and
+applies their batches under --root, confined to it. State (GUID index,
+applied sequence numbers) lives in <state_dir>/replica, outside the root.
+
+Prints one line when it is listening. SIGINT or SIGTERM stops accepting,
+lets batches being applied finish (for up to --grace) and exits 0.`
+
+func runServer(args []string) error {
+	fl := newFlags("server", "server [-c FILE] [--listen ADDR] --root DIR", serverAbout)
+	cfgPath := fl.String("c", "", "configuration `file` (default "+config.DefaultPath+")")
+	listen := fl.String("listen", fmt.Sprintf(":%d", wire.DefaultPort), "`address` to listen on")
+	rootFlag := fl.String("root", "", "replica root `directory` (required; must exist)")
+	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long batches being applied may take to finish")
+	debug := fl.Bool("debug", false, "log every batch applied")
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() > 0 {
+		return usagef("server takes no arguments (got %q); the root is given with --root DIR", fl.Arg(0))
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(*debug)
+	sc, err := checkServerConfig(cfg, *rootFlag, logger)
+	if err != nil {
+		return err
+	}
+	if sc.wire.TLS, err = serverTLS(cfg); err != nil {
+		return err
+	}
+	sc.wire.Logger = logger
+
+	store, err := replica.Open(replica.Options{Root: sc.root, StateDir: sc.state, Logger: logger, GUIDMode: sc.mode})
+	if errors.Is(err, replica.ErrLocked) {
+		return fmt.Errorf("server: %s is already being served (or its state dir %s is in use) by another spoolsync server: stop that one first", sc.root, sc.state)
+	}
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	defer store.Close()
+	srv, err := server.New(server.Options{Store: store, Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"),
+		GUIDMode: sc.mode, Logger: logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w (another server on that port? choose one with --listen)", *listen, err)
+	}
+	logger.Info("serving", "root", store.Root(), "listen", ln.Addr().String(), "state", sc.state,
+		"tls", sc.wire.TLS != nil, "client_certs", cfg.TLSCAFile != "", "passwords", cfg.SASLPasswdFile, "admins", cfg.Admins)
+	fmt.Printf("spoolsync: ready: serving %s on %s\n", store.Root(), ln.Addr())
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String(), "grace", *grace)
+	case err := <-served:
+		srv.Shutdown(context.Background())
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		logger.Warn("grace over: batches still being applied were aborted; masters will resend them", "grace", *grace)
+	}
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("server: close the replica: %w", err)
+	}
+	logger.Info("stopped", "root", sc.root)
+	return nil
+}
+
+type serverSetup struct {
+	root, state string
+	mode        guid.Mode
+	wire        wire.ServerConfig
+}
+
+// checkServerConfig refuses setups in which nobody could replicate or the
+// replica's own state could be overwritten; each message names the key or
+// path and what to do.
+func checkServerConfig(cfg *config.Config, root string, logger *slog.Logger) (serverSetup, error) {
+	var sc serverSetup
+	conf := configName(cfg)
+	if root == "" {
+		return sc, usagef("server: --root DIR is required: the directory the replica is written to")
+	}
+	abs, err := filepath.Abs(root)
+	if err == nil {
+		sc.root, err = filepath.EvalSymlinks(abs)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return sc, usagef("server: the replica root %s does not exist: create it (mkdir -p %s)", abs, abs)
+	} else if err != nil {
+		return sc, fmt.Errorf("server: replica root %s: %w", root, err)
+	}
+	if st, err := os.Stat(sc.root); err != nil || !st.IsDir() {
+		return sc, usagef("server: the replica root %s is not a directory", sc.root)
+	}
+	sc.state = filepath.Join(cfg.StateDir, "replica")
+	if real := existingPrefix(sc.state); real == sc.root || within(real, sc.root) {
+		return sc, usagef("server: the state dir %s is inside the replica root %s: masters could overwrite the replica's index; set state_dir in %s elsewhere", sc.state, sc.root, conf)
+	}
+	if len(cfg.Admins) == 0 {
+		return sc, usagef("server: no admins in %s: nobody could replicate; set admins: to the masters' sync_authname", conf)
+	}
+	if cfg.SASLPasswdFile == "" && cfg.TLSCAFile == "" {
+		return sc, usagef("server: no way to authenticate a master: set sasl_passwd_file in %s (and add a master with spoolsync passwd NAME), or tls_ca_file for client certificates", conf)
+	}
+	if cfg.TLSCAFile != "" && cfg.TLSCertFile == "" {
+		return sc, usagef("server: tls_ca_file verifies client certificates, which needs TLS: set tls_cert_file and tls_key_file in %s", conf)
+	}
+	if cfg.SASLPasswdFile != "" {
+		st, err := os.Stat(cfg.SASLPasswdFile)
+		if err != nil {
+			return sc, fmt.Errorf("server: sasl_passwd_file %s: %w (create it with spoolsync passwd NAME)", cfg.SASLPasswdFile, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			logger.Warn("sasl_passwd_file is readable by others: chmod 600 it", "path", cfg.SASLPasswdFile, "mode", fmt.Sprintf("%#o", st.Mode().Perm()))
+		}
+		sc.wire.Authenticate = server.Authenticator(cfg.SASLPasswdFile)
+	}
+	if sc.mode, err = guid.ParseMode(cfg.GUIDMode); err != nil {
+		return sc, usagef("server: %v (in %s)", err, conf)
+	}
+	admins := slices.Clone(cfg.Admins)
+	sc.wire.IsAdmin = func(id string) bool { return slices.Contains(admins, id) }
+	sc.wire.AllowPlaintext = cfg.AllowPlaintext
+	sc.wire.Compress = zstdLevel(cfg.CompressLevel)
+	return sc, nil
+}
+
+// existingPrefix resolves the symlinks of p's longest existing ancestor,
+// so a state dir not yet created is still compared with the real root.
+func existingPrefix(p string) string {
+	p, _ = filepath.Abs(p)
+	rest := ""
+	for {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(p, rest)
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+		p = parent
+	}
+}
+
+func serverTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.TLSCertFile == "" {
+		return nil, nil
+	}
+	t, err := wire.ServerTLSConfig(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("server: TLS (tls_cert_file %s, tls_key_file %s, tls_ca_file %q): %w", cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile, err)
+	}
+	return t, nil
+}
+
+// zstdLevel maps sync_compress (0 = off, 1-4 = zstd speed levels, as
+// klauspost/compress names them) to the zstd level wire takes; off refuses
+// compression.
+func zstdLevel(speed int) int {
+	switch speed {
+	case 0:
+		return -1
+	case 1:
+		return 1
+	case 3:
+		return 7
+	case 4:
+		return 11
+	}
+	return 3
+}

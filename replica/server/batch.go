@@ -1,0 +1,211 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"spoolsync/guid"
+	"spoolsync/replica"
+	"spoolsync/wire"
+)
+
+// byGUID is a Put by GUID the pre-check must find in the index.
+type byGUID struct {
+	g    wire.GUID
+	path string
+}
+
+// batch receives batch b into the spool, then applies it and acks it.
+func (ss *session) batch(b *wire.BatchBegin) error {
+	src := ss.source(b.Channel)
+	if b.Seq <= ss.store.AppliedSeq(src) {
+		return ss.drain(b)
+	}
+	start := time.Now()
+	if err := ss.sp.reset(); err != nil {
+		return ss.applyError(b.Seq, err)
+	}
+	var (
+		ops, bytes uint64
+		need       []byGUID               // Puts by GUID not provided earlier in the batch
+		inline     = map[wire.GUID]bool{} // GUIDs of inline Puts so far, in the replica's mode
+	)
+	for {
+		m, err := ss.c.Recv()
+		if err != nil {
+			return err
+		}
+		switch m := m.(type) {
+		case *wire.BatchEnd:
+			if err := ss.precheck(b.Seq, need); err != nil {
+				return err
+			}
+			if err := ss.apply(b, src); err != nil {
+				return err
+			}
+			ss.noteBatch(b, ops, bytes, time.Since(start))
+			return ss.reply(&wire.Ack{Seq: b.Seq})
+		case *wire.Ping:
+			if err := ss.reply(&wire.Pong{ID: m.ID}); err != nil {
+				return err
+			}
+			continue
+		case *wire.Pong:
+			continue
+		case *wire.Goodbye:
+			ss.log.Info("server: client left in the middle of a batch; it was not applied", "seq", b.Seq, "channel", b.Channel)
+			return nil
+		}
+		ops++
+		if err := ss.sp.op(m); err != nil {
+			return ss.applyError(b.Seq, err)
+		}
+		var data uint64
+		switch m := m.(type) {
+		case *wire.Put:
+			data = m.DataLen()
+			switch {
+			case m.Content == wire.ContentByGUID && !inline[m.GUID]:
+				need = append(need, byGUID{m.GUID, m.Path})
+			case m.Content == wire.ContentInline && guid.Mode(m.GUID.Mode) == ss.srv.opts.GUIDMode:
+				inline[m.GUID] = true
+			}
+		case *wire.WriteRanges:
+			data = m.DataLen()
+		}
+		if data > 0 {
+			if err := ss.c.RecvData(ss.sp, data); err != nil {
+				return err
+			}
+			bytes += data
+		}
+	}
+}
+
+// precheck refuses, before anything is applied, a batch whose Puts by
+// GUID name content the replica does not hold.
+func (ss *session) precheck(seq uint64, need []byGUID) error {
+	for len(need) > 0 {
+		chunk := need[:min(len(need), wire.MaxOfferGUIDs)]
+		need = need[len(chunk):]
+		gs := make([]guid.GUID, len(chunk))
+		for i, n := range chunk {
+			gs[i] = toGUID(n.g)
+		}
+		for i, lacking := range ss.store.Lacks(gs) {
+			if lacking {
+				return lackingGUID(seq, chunk[i].path, chunk[i].g)
+			}
+		}
+	}
+	return nil
+}
+
+func lackingGUID(seq uint64, p string, g wire.GUID) error {
+	return &wire.ProtoError{Code: wire.CodeLackingGUID, Seq: seq, Path: p,
+		Msg: fmt.Sprintf("put %s by GUID %v: the replica does not hold that content; batch %d not applied, offer the GUID and send the content inline", p, g, seq)}
+}
+
+// apply runs the spooled batch in one Txn and commits it. On any error the
+// Txn is aborted and the error is one to send to the client.
+func (ss *session) apply(b *wire.BatchBegin, src string) error {
+	txn, err := ss.store.Begin(src, b.Seq)
+	if errors.Is(err, replica.ErrAlreadyApplied) {
+		// Another connection of this source applied it while it arrived.
+		return nil
+	}
+	if err != nil {
+		return ss.applyError(b.Seq, err)
+	}
+	r, err := ss.sp.reader()
+	if err != nil {
+		txn.Abort()
+		return ss.applyError(b.Seq, err)
+	}
+	for {
+		if ss.srv.stopping() {
+			txn.Abort()
+			return &wire.ProtoError{Code: wire.CodeShutdown, Seq: b.Seq, Msg: fmt.Sprintf("replica shutting down; batch %d aborted, resend it", b.Seq)}
+		}
+		m, err := r.next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			err = applyOp(txn, m, r)
+		}
+		if err != nil {
+			txn.Abort()
+			var pe *wire.ProtoError
+			if errors.As(err, &pe) {
+				return pe
+			}
+			return ss.applyError(b.Seq, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return ss.applyError(b.Seq, err)
+	}
+	return nil
+}
+
+// applyOp applies one op; content comes from the spool records after it.
+func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
+	switch m := m.(type) {
+	case *wire.Put:
+		md := meta(m.Mode, m.UID, m.GID, m.Mtime)
+		if m.Content == wire.ContentInline {
+			return t.Put(m.Path, md, r.content(m.Size))
+		}
+		ok, err := t.PutGUID(m.Path, md, toGUID(m.GUID))
+		if err == nil && !ok {
+			err = lackingGUID(t.Seq(), m.Path, m.GUID)
+		}
+		return err
+	case *wire.WriteRanges:
+		return t.WriteRanges(m.Path, int64(m.Size), ranges(m.Ranges), r.content(m.DataLen()))
+	case *wire.Truncate:
+		return t.Truncate(m.Path, int64(m.Size))
+	case *wire.Mkdir:
+		return t.Mkdir(m.Path, meta(m.Mode, m.UID, m.GID, m.Mtime))
+	case *wire.Rmdir:
+		return t.Rmdir(m.Path)
+	case *wire.Unlink:
+		return t.Unlink(m.Path)
+	case *wire.Rename:
+		return t.Rename(m.Src, m.Dst, renameFlags(m.Flags))
+	case *wire.Link:
+		return t.Link(m.Existing, m.New)
+	case *wire.Symlink:
+		return t.Symlink(m.Path, m.Target, meta(0, m.UID, m.GID, m.Mtime))
+	case *wire.Mknod:
+		return t.Mknod(m.Path, meta(m.Mode, m.UID, m.GID, m.Mtime))
+	case *wire.SetAttr:
+		mask, md := setAttr(m)
+		return t.SetAttr(m.Path, mask, md)
+	case *wire.SetXattr:
+		return t.SetXattr(m.Path, m.Name, m.Value)
+	case *wire.RemoveXattr:
+		return t.RemoveXattr(m.Path, m.Name)
+	}
+	return fmt.Errorf("%w: %v is not an op", errSpool, m.Type())
+}
+
+// applyError is the Error a failed apply sends: code badpath for a path
+// the replica refused as leaving its root, apply otherwise, with the seq,
+// the path and the replica's reason.
+func (ss *session) applyError(seq uint64, err error) error {
+	code := wire.CodeApply
+	if errors.Is(err, replica.ErrBadPath) || errors.Is(err, replica.ErrOutsideRoot) {
+		code = wire.CodeBadPath
+	}
+	var p string
+	var re *replica.Error
+	if errors.As(err, &re) {
+		p = re.Path
+	}
+	return &wire.ProtoError{Code: code, Seq: seq, Path: p,
+		Msg: fmt.Sprintf("batch %d not applied: %v", seq, err)}
+}

@@ -1,0 +1,42 @@
+// Package server is the replica daemon's protocol side (`spoolsync
+// server`): it accepts wire connections, authenticates masters through
+// wire's handshake, and applies their batches to a replica.Store.
+//
+// # One connection
+//
+// After the handshake the session loop answers, in the order received:
+//
+//	PositionRequest → Position{AppliedSeq, Interrupted} of the source
+//	Offer           → Lacks (Store.Lacks: index lookup and lstat)
+//	ManifestRequest → ManifestEntry… ManifestEnd (Store.Manifest)
+//	BatchBegin … BatchEnd → Ack, once the batch is committed (durable)
+//	Ping            → Pong
+//
+// The replica's progress is keyed by source = identity + "/" + channel:
+// the authenticated SASL identity and the batch's channel ("" allowed),
+// so two masters or two channels never share a position.
+//
+// # Batches
+//
+// A batch is first spooled (memory, then an unlinked file in the spool
+// dir) as it arrives; only at BatchEnd is Store.Begin called and the batch
+// applied from the spool, then committed and acked. The Store applies one
+// batch at a time for the whole replica; spooling keeps that lock for the
+// time of a local apply, not for the time a (possibly slow) client takes
+// to send the batch, so one slow master does not stall another. The cost
+// is one extra sequential write and read of a batch's content when it
+// outgrows the in-memory part of the spool. Batches of different
+// connections are still applied one after another: the replica's apply
+// rate is shared by all masters.
+//
+// Before applying, the Puts by GUID are checked against the index (unless
+// an earlier Put of the batch carries that GUID inline): a batch naming
+// content the replica lacks is refused with code lacking-guid before it
+// changes anything. A batch at or below the applied seq of its source is
+// drained and acked without being applied (a resend after a lost ack).
+//
+// Any failure to apply aborts the batch, reports it to the client in an
+// Error frame (code apply, or badpath for a path that would leave the
+// root, or lacking-guid, with the batch seq and the path) and closes the
+// connection; the master reconnects and resends from its position.
+package server

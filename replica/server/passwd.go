@@ -1,0 +1,168 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// The password file (sasl_passwd_file) holds one credential a line:
+//
+//	name:bcrypt-hash
+//
+// Blank lines and lines starting with '#' are kept as they are. Names
+// are 1-1024 bytes, not starting with '#', with no ':' and no blank
+// (space, tab, newline), so the first ':' ends the name. `spoolsync
+// passwd` writes it; the server reads it at every authentication, so a
+// changed password needs no restart.
+
+// ErrUnknownUser and ErrWrongPassword are what Authenticate returns; wire
+// logs them and tells the client only that authentication failed.
+var (
+	ErrUnknownUser   = errors.New("no such user in the password file")
+	ErrWrongPassword = errors.New("wrong password")
+)
+
+// BcryptCost is the cost of the hashes HashPassword makes.
+const BcryptCost = 12
+
+// dummyHash is compared against when the user is unknown, so an unknown
+// user takes as long to refuse as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("spoolsync-dummy"), bcrypt.MinCost+2)
+
+// CheckName refuses names the file format cannot hold.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty user name")
+	case len(name) > 1024:
+		return fmt.Errorf("user name of %d bytes, over 1024", len(name))
+	case name[0] == '#':
+		return fmt.Errorf("user name %q starts with '#', which marks a comment in the password file", name)
+	case strings.ContainsAny(name, ": \t\r\n\v\f\x00"):
+		return fmt.Errorf("user name %q contains ':', a blank or NUL; these cannot be stored in the password file", name)
+	}
+	return nil
+}
+
+// HashPassword returns the bcrypt hash of password.
+func HashPassword(password string) (string, error) {
+	if len(password) > 72 {
+		// bcrypt ignores bytes past 72; refuse rather than store a
+		// weaker password than the user believes.
+		return "", errors.New("password longer than 72 bytes (bcrypt's limit)")
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+	return string(h), err
+}
+
+// Authenticator checks PLAIN credentials against a password file, read
+// afresh at each call.
+func Authenticator(path string) func(user, pass string) error {
+	return func(user, pass string) error {
+		hash, err := lookup(path, user)
+		if err != nil {
+			return err
+		}
+		if hash == nil {
+			bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+			return fmt.Errorf("%q: %w (%s)", user, ErrUnknownUser, path)
+		}
+		if err := bcrypt.CompareHashAndPassword(hash, []byte(pass)); err != nil {
+			if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+				return fmt.Errorf("%q: %w", user, ErrWrongPassword)
+			}
+			return fmt.Errorf("%q: bad hash in %s: %w", user, path, err)
+		}
+		return nil
+	}
+}
+
+// lookup returns name's hash, or nil when the file has no such name.
+func lookup(path, name string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the password file: %w", err)
+	}
+	for line := range bytes.Lines(data) {
+		n, h, ok := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(":"))
+		if ok && string(n) == name {
+			return h, nil
+		}
+	}
+	return nil, nil
+}
+
+// SetPassword writes name:hash into the password file at path, replacing
+// name's line or appending one, and keeping every other line. The file is
+// replaced atomically (temp file in the same directory, fsync, rename,
+// fsync of the directory) with mode 0600, so a crash leaves the old file
+// or the new one, and a reader never sees half of it.
+func SetPassword(path, name, hash string) (err error) {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(old))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if n, _, ok := strings.Cut(line, ":"); ok && n == name && !strings.HasPrefix(line, "#") {
+			if found {
+				continue // a duplicate would shadow nothing but confuse a reader
+			}
+			line, found = name+":"+hash, true
+		}
+		out.WriteString(line + "\n")
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if !found {
+		out.WriteString(name + ":" + hash + "\n")
+	}
+
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = f.Write(out.Bytes()); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
