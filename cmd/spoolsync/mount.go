@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -83,6 +84,20 @@ func runMount(args []string) error {
 		return err
 	}
 	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waitReplication := func() {}
+	if len(cfg.Channels) > 0 {
+		if !cfg.SyncLog {
+			m.Unmount(*grace)
+			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
+		}
+		if waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, logger); err != nil {
+			m.Unmount(*grace)
+			return err
+		}
+	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
 
 	sig := make(chan os.Signal, 2)
@@ -97,6 +112,9 @@ func runMount(args []string) error {
 		logger.Warn("the mount was removed from outside (umount); stopping", "mountpoint", dirs.mountpoint)
 	}
 	logger.Info("unmounted", "mountpoint", dirs.mountpoint)
+	// What was logged before the unmount is shipped by the next start.
+	cancel()
+	waitReplication()
 	return nil
 }
 

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"spoolsync/config"
+	"spoolsync/guid"
+	"spoolsync/replicator"
+	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
+)
+
+// zstdLevels maps sync_compress 1..4 (fastest..smallest, as zstd's speed
+// presets) to the zstd levels asked for on the wire.
+var zstdLevels = [...]int{0, 1, 3, 7, 11}
+
+// channelConfigs turns the configuration's channels into replicator ones.
+func channelConfigs(cfg *config.Config) ([]replicator.ChannelConfig, error) {
+	var out []replicator.ChannelConfig
+	for _, ch := range cfg.Channels {
+		name := ch.Name
+		if name == "" {
+			name = "default"
+		}
+		cc := wire.ClientConfig{
+			Addr: ch.Addr(), AuthName: ch.AuthName, Realm: ch.Realm, Password: ch.Password,
+			Compress: zstdLevels[cfg.CompressLevel],
+		}
+		ca := ch.CAFile
+		if ca == "" {
+			ca = cfg.TLSCAFile
+		}
+		if ca != "" || cfg.TLSCertFile != "" {
+			tc, err := wire.ClientTLSConfig(ca, cfg.TLSCertFile, cfg.TLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("channel %s: %w", name, err)
+			}
+			cc.TLS = tc
+		}
+		out = append(out, replicator.ChannelConfig{Name: name, Client: cc,
+			BatchEvents: cfg.SyncBatchEvents, BatchBytes: cfg.SyncBatchBytes})
+	}
+	return out, nil
+}
+
+// startReplication runs rolling replication and the status socket until
+// ctx is done; the returned func waits for both to stop.
+func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, backing string, logger *slog.Logger) (wait func(), err error) {
+	chans, err := channelConfigs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := guid.ParseMode(cfg.GUIDMode)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
+	}
+	r, err := replicator.New(lg, replicator.Options{Backing: backing, StateDir: cfg.StateDir, GUIDMode: mode, Logger: logger}, chans)
+	if err != nil {
+		return nil, err
+	}
+	sock := statusSocket(lg.Dir())
+	os.Remove(sock) // a stale socket of a killed process; the log's lock says none runs
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("status socket %s: %w", sock, err)
+	}
+	done := make(chan struct{}, 2)
+	go func() {
+		r.Run(ctx)
+		done <- struct{}{}
+	}()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				done <- struct{}{}
+				return
+			}
+			json.NewEncoder(c).Encode(r.Status())
+			c.Close()
+		}
+	}()
+	return func() { <-done; <-done; os.Remove(sock) }, nil
+}
+
+func statusSocket(logDir string) string { return filepath.Join(logDir, "status.sock") }
+
+// readStatus asks a running mount for its channels' status.
+func readStatus(logDir string) ([]replicator.ChannelStatus, error) {
+	c, err := net.Dial("unix", statusSocket(logDir))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errConnRefused) {
+			return nil, fmt.Errorf("no running spoolsync mount with replication answers at %s (is it running with sync_host set?)", statusSocket(logDir))
+		}
+		return nil, err
+	}
+	defer c.Close()
+	var st []replicator.ChannelStatus
+	if err := json.NewDecoder(c).Decode(&st); err != nil {
+		return nil, fmt.Errorf("status from %s: %w", statusSocket(logDir), err)
+	}
+	return st, nil
+}

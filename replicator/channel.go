@@ -1,0 +1,300 @@
+package replicator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
+)
+
+// ChannelConfig is one replica the master ships to (Cyrus's
+// sync_log_channels).
+type ChannelConfig struct {
+	Name        string // cursor name in the sync log; "default" for the unnamed channel
+	Client      wire.ClientConfig
+	BatchEvents int   // most events in one batch
+	BatchBytes  int64 // most bytes of changed ranges in one batch (created files count by event)
+}
+
+// Channel ships the sync log to one replica.
+type Channel struct {
+	cfg     ChannelConfig
+	log     *synclog.Log
+	res     *resolver
+	logger  *slog.Logger
+	pending *pendingStore
+
+	mu sync.Mutex
+	st ChannelStatus
+}
+
+// minBackoff and maxBackoff bound the wait between reconnects.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// run ships until ctx is done, reconnecting with capped exponential
+// backoff after any failure; every unacknowledged event is re-sent from
+// the cursor.
+func (c *Channel) run(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		shipped, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if shipped {
+			backoff = minBackoff
+		}
+		c.setError(err)
+		level := slog.LevelWarn
+		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrNotAdmin) || errors.Is(err, wire.ErrFenced) {
+			level = slog.LevelError
+		}
+		c.logger.Log(ctx, level, "replication channel down; retrying", "channel", c.cfg.Name,
+			"replica", c.cfg.Client.Addr, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// session is one connection: handshake, position, then batches until an
+// error. shipped says whether any batch was acknowledged.
+func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
+	conn, err := wire.Dial(ctx, c.cfg.Client)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	if err := conn.Send(&wire.PositionRequest{Channel: c.cfg.Name}); err != nil {
+		return false, err
+	}
+	if err := conn.Flush(); err != nil {
+		return false, err
+	}
+	m, err := conn.Recv()
+	if err != nil {
+		return false, err
+	}
+	pos, ok := m.(*wire.Position)
+	if !ok {
+		return false, fmt.Errorf("replica answered the position request with %v", m.Type())
+	}
+	cursor, err := c.log.Cursor(c.cfg.Name)
+	if err != nil {
+		return false, err
+	}
+	// An acknowledgement lost with the last connection: the replica has
+	// it, do not send it again.
+	if pos.Applied > cursor && pos.Applied <= c.log.DurableSeq() {
+		if err := c.log.CommitCursor(c.cfg.Name, pos.Applied); err != nil {
+			return false, err
+		}
+		cursor = pos.Applied
+	}
+	// A batch the replica was applying when it died is re-sent with the
+	// same events, so that the replica replays it as such.
+	limit := uint64(0)
+	if pos.Interrupted > cursor {
+		limit = pos.Interrupted
+	}
+	c.connected(conn.Session())
+	c.logger.Info("replication channel connected", "channel", c.cfg.Name, "replica", c.cfg.Client.Addr,
+		"tls", conn.Session().TLS, "compressed", conn.Session().Compressed, "from_seq", cursor+1)
+
+	r, err := c.log.NewReader(cursor + 1)
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	for {
+		evs, err := c.gather(ctx, r, limit)
+		if err != nil {
+			return shipped, err
+		}
+		limit = 0
+		if err := c.ship(conn, evs); err != nil {
+			return shipped, err
+		}
+		shipped = true
+	}
+}
+
+// gather reads the next batch: it waits for the first event, then takes
+// whatever else is durable now, up to the batch limits (and up to limit,
+// when not 0). Shipping at once when the link is idle keeps lag to the
+// round trip; while a batch is in flight, the log gathers the next.
+func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) ([]*synclog.Event, error) {
+	first, err := r.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	evs := []*synclog.Event{first}
+	var bytes int64
+	for len(evs) < c.cfg.BatchEvents && bytes < c.cfg.BatchBytes && (limit == 0 || evs[len(evs)-1].Seq < limit) {
+		ev, err := r.TryNext()
+		if err != nil {
+			return nil, err
+		}
+		if ev == nil {
+			break
+		}
+		evs = append(evs, ev)
+		for _, rg := range ev.Ranges {
+			bytes += int64(rg.Len)
+		}
+	}
+	return evs, nil
+}
+
+// ship plans, resolves, offers and sends one batch, then advances the
+// cursor once the replica has acknowledged it.
+func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
+	start := time.Now()
+	seq := evs[len(evs)-1].Seq
+	p := newPlanner(c.pending.entries())
+	for _, ev := range evs {
+		p.add(ev)
+	}
+	ops, vanished, err := c.res.resolve(p.finish())
+	if err != nil {
+		return fmt.Errorf("batch %d: %w", seq, err)
+	}
+	// What could not be read now must survive a crash before the cursor
+	// moves past the events that named it; the old entries stay until the
+	// batch that resolves them is acknowledged.
+	if err := c.pending.replace(unionPending(c.pending.entries(), vanished)); err != nil {
+		return err
+	}
+	defer closeFiles(ops)
+	var st batchStats
+	if len(ops) > 0 {
+		if err := offer(conn, ops, seq, &st); err != nil {
+			return fmt.Errorf("batch %d: offer: %w", seq, err)
+		}
+		if err := send(conn, c.res, seq, c.cfg.Name, ops, &st); err != nil {
+			return fmt.Errorf("batch %d: %w", seq, err)
+		}
+	}
+	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {
+		return err
+	}
+	if err := c.pending.replace(vanished); err != nil {
+		return err
+	}
+	c.acked(seq, len(evs), st, time.Since(start))
+	return nil
+}
+
+// pendingStore keeps the pending entries of a channel in a small file
+// beside its cursor: objects whose content could not be shipped yet.
+type pendingStore struct {
+	path string
+	mu   sync.Mutex
+	list []pendingEntry
+}
+
+func openPending(dir, channel string) (*pendingStore, error) {
+	ps := &pendingStore{path: filepath.Join(dir, channel+".pending")}
+	b, err := os.ReadFile(ps.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ps, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &ps.list); err != nil {
+		return nil, fmt.Errorf("pending entries %s: %w (remove the file and run spoolsync resync)", ps.path, err)
+	}
+	return ps, nil
+}
+
+func (ps *pendingStore) entries() []pendingEntry {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.list
+}
+
+// replace makes list the pending entries, durably.
+func (ps *pendingStore) replace(list []pendingEntry) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if len(list) == 0 && len(ps.list) == 0 {
+		return nil
+	}
+	if len(list) == 0 {
+		if err := os.Remove(ps.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		ps.list = nil
+		return nil
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(ps.path, b); err != nil {
+		return fmt.Errorf("save pending entries: %w", err)
+	}
+	ps.list = list
+	return nil
+}
+
+func unionPending(a, b []pendingEntry) []pendingEntry {
+	out := append([]pendingEntry(nil), a...)
+	for _, e := range b {
+		dup := false
+		for _, x := range a {
+			dup = dup || x.Path == e.Path && x.ReplicaHas == e.ReplicaHas
+		}
+		if !dup {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// writeFileAtomic writes path by temp file, fsync, rename, directory fsync.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,158 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"spoolsync/guid"
+	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
+)
+
+// Replicator runs one Channel per replica inside the mount process.
+type Replicator struct {
+	log      *synclog.Log
+	cache    *guid.Cache
+	channels []*Channel
+	logger   *slog.Logger
+}
+
+// Options are what every channel shares.
+type Options struct {
+	Backing  string    // the spool's backing directory: content is read here, never through the mount
+	StateDir string    // for the GUID cache
+	GUIDMode guid.Mode // guid_mode
+	Logger   *slog.Logger
+}
+
+// New prepares the channels; Run starts them.
+func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	cache, err := guid.OpenCache(opts.StateDir + "/guid-cache.db")
+	if err != nil {
+		return nil, fmt.Errorf("replicator: GUID cache: %w", err)
+	}
+	r := &Replicator{log: lg, cache: cache, logger: opts.Logger}
+	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode}
+	for _, cc := range channels {
+		ps, err := openPending(lg.Dir(), cc.Name)
+		if err != nil {
+			cache.Close()
+			return nil, err
+		}
+		if _, err := lg.Cursor(cc.Name); err != nil {
+			cache.Close()
+			return nil, err
+		}
+		r.channels = append(r.channels, &Channel{cfg: cc, log: lg, res: res, logger: opts.Logger, pending: ps,
+			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr}})
+	}
+	return r, nil
+}
+
+// Run ships on every channel until ctx is done, then closes the cache.
+func (r *Replicator) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, c := range r.channels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.run(ctx)
+		}()
+	}
+	wg.Wait()
+	r.cache.Close()
+}
+
+// ChannelStatus is what `spoolsync status` shows of a channel.
+type ChannelStatus struct {
+	Name          string    `json:"channel"`
+	Replica       string    `json:"replica"`
+	Connected     bool      `json:"connected"`
+	Since         time.Time `json:"since,omitzero"`
+	TLS           bool      `json:"tls"`
+	Compressed    bool      `json:"compressed"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	ShippedSeq    uint64    `json:"shipped_seq"`
+	LastSeq       uint64    `json:"last_seq"`
+	BacklogEvents uint64    `json:"backlog_events"`
+	LagSeconds    float64   `json:"lag_seconds"`
+	Batches       uint64    `json:"batches"`
+	Events        uint64    `json:"events"`
+	Ops           uint64    `json:"ops"`
+	PayloadBytes  int64     `json:"payload_bytes"`
+	ContentBytes  int64     `json:"content_bytes_sent"`
+	WireBytes     int64     `json:"wire_bytes"`
+	DedupHits     uint64    `json:"dedup_hits"`
+	LastAck       time.Time `json:"last_ack,omitzero"`
+	LastBatchTime float64   `json:"last_batch_seconds"`
+}
+
+func (c *Channel) connected(s wire.Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed = true, time.Now(), s.TLS, s.Compressed
+}
+
+func (c *Channel) setError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Connected = false
+	if err != nil {
+		c.st.LastError, c.st.LastErrorTime = err.Error(), time.Now()
+	}
+}
+
+func (c *Channel) acked(seq uint64, events int, st batchStats, took time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.ShippedSeq = seq
+	c.st.Batches++
+	c.st.Events += uint64(events)
+	c.st.Ops += uint64(st.ops)
+	c.st.PayloadBytes += st.payload
+	c.st.ContentBytes += st.sent
+	c.st.DedupHits += uint64(st.dedup)
+	c.st.LastAck = time.Now()
+	c.st.LastBatchTime = took.Seconds()
+}
+
+// Status reports every channel. Lag is the age of the oldest event the
+// replica has not acknowledged.
+func (r *Replicator) Status() []ChannelStatus {
+	last := r.log.LastSeq()
+	out := make([]ChannelStatus, 0, len(r.channels))
+	for _, c := range r.channels {
+		c.mu.Lock()
+		st := c.st
+		c.mu.Unlock()
+		cursor, _ := r.log.Cursor(c.cfg.Name)
+		st.ShippedSeq, st.LastSeq = cursor, last
+		if last > cursor {
+			st.BacklogEvents = last - cursor
+			st.LagSeconds = r.age(cursor + 1)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// age is how long ago event seq was logged.
+func (r *Replicator) age(seq uint64) float64 {
+	rd, err := r.log.NewReader(seq)
+	if err != nil {
+		return 0
+	}
+	defer rd.Close()
+	ev, err := rd.TryNext()
+	if err != nil || ev == nil {
+		return 0 // not durable yet: less than a flush interval old
+	}
+	return time.Since(time.Unix(0, ev.Time)).Seconds()
+}

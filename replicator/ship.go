@@ -1,0 +1,397 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/guid"
+	"spoolsync/wire"
+)
+
+// sender is what a batch needs of a connection.
+type sender interface {
+	Send(wire.Message) error
+	SendData(r io.Reader, n int64) error
+	Flush() error
+	Recv() (wire.Message, error)
+}
+
+// shipOp is one wire operation, resolved against the backing dir.
+type shipOp struct {
+	msg wire.Message
+	// file is the object's content, opened when the batch was resolved
+	// and held until it is sent: a rename before then must not leave the
+	// replica without it.
+	file    *os.File
+	src     string // backing path file was opened at, for messages
+	size    int64  // bytes of Data that follow the message
+	ranges  []wire.Range
+	guid    guid.GUID // Put of a regular file
+	vanish  bool      // Put whose source was gone: keep it pending
+}
+
+// batchStats are what one batch cost, for status and metrics.
+type batchStats struct {
+	ops, puts, dedup int
+	payload          int64 // content bytes the batch stands for
+	sent             int64 // content bytes that crossed the wire
+}
+
+// resolver reads the backing dir to turn steps into wire operations.
+type resolver struct {
+	backing string
+	cache   *guid.Cache
+	mode    guid.Mode
+}
+
+func (r *resolver) abs(p string) string { return filepath.Join(r.backing, p) }
+
+// resolve turns the plan into wire operations, reading current state from
+// the backing dir. Objects that vanished are skipped (their later events
+// carry them) and reported as pending when their content never reached the
+// replica.
+func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
+	var ops []shipOp
+	var pending []pendingEntry
+	for _, s := range steps {
+		if s.path == "." {
+			continue // the root's own attributes: the replica root is the administrator's
+		}
+		switch s.kind {
+		case stepPut:
+			op, err := r.put(s)
+			if err != nil {
+				return nil, nil, err
+			}
+			if op.vanish {
+				if s.src != "" {
+					pending = append(pending, pendingEntry{Path: s.src})
+				}
+				continue
+			}
+			ops = append(ops, op)
+			ops = append(ops, r.xattrs(s.path, s.src)...)
+		case stepWrite:
+			op, ok, err := r.write(s)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !ok {
+				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, Ranges: s.ranges})
+				continue
+			}
+			ops = append(ops, op)
+		case stepMkdir:
+			m := &wire.Mkdir{Path: s.path, Mode: 0o755}
+			if st, err := r.lstat(s.src); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				m.Mode, m.UID, m.GID, m.Mtime = st.Mode&07777, st.Uid, st.Gid, mtime(st)
+			}
+			ops = append(ops, shipOp{msg: m})
+		case stepRmdir:
+			ops = append(ops, shipOp{msg: &wire.Rmdir{Path: s.path}})
+		case stepUnlink:
+			ops = append(ops, shipOp{msg: &wire.Unlink{Path: s.path}})
+		case stepRename:
+			ops = append(ops, shipOp{msg: &wire.Rename{Src: s.path, Dst: s.path2, Flags: s.flags}})
+		case stepLink:
+			ops = append(ops, shipOp{msg: &wire.Link{Existing: s.path, New: s.path2}})
+		case stepAttrs:
+			st, err := r.lstat(s.path)
+			if err != nil {
+				continue // gone: a later event removes it on the replica too
+			}
+			mask := uint32(wire.AttrMode | wire.AttrOwner | wire.AttrTimes)
+			if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				mask &^= wire.AttrMode // a symlink's mode is fixed
+			}
+			ops = append(ops, shipOp{msg: &wire.SetAttr{Path: s.path, Mask: mask, Mode: st.Mode & 07777,
+				UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}})
+			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+				ops = append(ops, r.xattrs(s.path, s.path)...)
+			}
+		}
+	}
+	return ops, pending, nil
+}
+
+func (r *resolver) lstat(p string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	if p == "" {
+		return nil, os.ErrNotExist
+	}
+	if err := unix.Lstat(r.abs(p), &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func mtime(st *unix.Stat_t) int64 { return st.Mtim.Nano() }
+
+// put resolves a whole-object step: a file (by GUID when the replica has
+// the content), a symlink or a fifo.
+func (r *resolver) put(s step) (shipOp, error) {
+	st, err := r.lstat(s.src)
+	if err != nil {
+		return shipOp{vanish: true}, nil
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		f, st, ok := r.open(s.src)
+		if !ok {
+			return shipOp{vanish: true}, nil
+		}
+		p := &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid,
+			Mtime: mtime(st), Size: uint64(st.Size)}
+		op := shipOp{msg: p, file: f, src: s.src, size: st.Size}
+		if r.mode != guid.None {
+			g, err := r.cache.HashFD(f, r.mode)
+			if err != nil {
+				f.Close()
+				return shipOp{}, fmt.Errorf("hash %s: %w", s.src, err)
+			}
+			op.guid = g
+			p.GUID = wireGUID(g)
+		}
+		return op, nil
+	case unix.S_IFLNK:
+		target, err := os.Readlink(r.abs(s.src))
+		if err != nil {
+			return shipOp{vanish: true}, nil
+		}
+		return shipOp{msg: &wire.Symlink{Path: s.path, Target: target, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
+	case unix.S_IFIFO:
+		return shipOp{msg: &wire.Mknod{Path: s.path, Kind: wire.KindFIFO, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
+	case unix.S_IFDIR:
+		// A put whose source is now a directory: the name was reused; the
+		// directory's own events carry it.
+		return shipOp{vanish: true}, nil
+	}
+	return shipOp{vanish: true}, nil // devices and sockets are not replicated
+}
+
+// write resolves the changed ranges of a file the replica has; ok is false
+// when the file is gone (its later events carry it).
+func (r *resolver) write(s step) (shipOp, bool, error) {
+	f, st, ok := r.open(s.path)
+	if !ok {
+		return shipOp{}, false, nil
+	}
+	size := uint64(st.Size)
+	var ranges []wire.Range
+	var n int64
+	for _, rg := range s.ranges {
+		if rg.Off >= size {
+			continue
+		}
+		l := min(rg.Len, size-rg.Off)
+		ranges = append(ranges, wire.Range{Off: rg.Off, Len: l})
+		n += int64(l)
+	}
+	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}, true, nil
+}
+
+// open opens the regular file at p without following a symlink; ok is
+// false when there is no regular file there now.
+func (r *resolver) open(p string) (*os.File, *unix.Stat_t, bool) {
+	f, err := os.OpenFile(r.abs(p), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
+	if errors.Is(err, syscall.EPERM) { // O_NOATIME on a file we do not own
+		f, err = os.OpenFile(r.abs(p), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, nil, false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, nil, false
+	}
+	return f, &st, true
+}
+
+// closeFiles releases the content files of ops.
+func closeFiles(ops []shipOp) {
+	for i := range ops {
+		if ops[i].file != nil {
+			ops[i].file.Close()
+			ops[i].file = nil
+		}
+	}
+}
+
+// xattrs lists the extended attributes of src as SetXattr operations on
+// path. Attributes the replica has beyond these are not removed here:
+// removals travel as their own events.
+func (r *resolver) xattrs(path, src string) []shipOp {
+	p := r.abs(src)
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz == 0 {
+		return nil
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil
+	}
+	var ops []shipOp
+	for _, name := range splitNul(buf[:sz]) {
+		vsz, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			continue
+		}
+		val := make([]byte, vsz)
+		if vsz, err = unix.Lgetxattr(p, name, val); err != nil {
+			continue
+		}
+		ops = append(ops, shipOp{msg: &wire.SetXattr{Path: path, Name: name, Value: val[:vsz]}})
+	}
+	return ops
+}
+
+func splitNul(b []byte) []string {
+	var out []string
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] != 0 {
+			i++
+		}
+		if i > 0 {
+			out = append(out, string(b[:i]))
+		}
+		if i < len(b) {
+			i++
+		}
+		b = b[i:]
+	}
+	return out
+}
+
+func wireGUID(g guid.GUID) wire.GUID { return wire.GUID{Mode: uint8(g.Mode), Sum: g.Sum} }
+
+// offer asks the replica which GUIDs of the batch's puts it lacks and turns
+// the puts of content it has into puts by GUID. The first put of content
+// the replica lacks sends it; later puts of the same content in the batch
+// copy it there (fan-out of one message to many mailboxes).
+func offer(c sender, ops []shipOp, id uint64, st *batchStats) error {
+	var gs []wire.GUID
+	seen := map[guid.GUID]int{}
+	for _, op := range ops {
+		if _, ok := op.msg.(*wire.Put); ok && !op.guid.IsZero() {
+			if _, dup := seen[op.guid]; !dup {
+				seen[op.guid] = len(gs)
+				gs = append(gs, wireGUID(op.guid))
+			}
+		}
+	}
+	if len(gs) == 0 {
+		return nil
+	}
+	lacking := make([]bool, 0, len(gs))
+	for start := 0; start < len(gs); start += maxOffer {
+		part := gs[start:min(start+maxOffer, len(gs))]
+		if err := c.Send(&wire.Offer{ID: id, GUIDs: part}); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		m, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		l, ok := m.(*wire.Lacks)
+		if !ok || len(l.Lacking) != len(part) {
+			return fmt.Errorf("replica answered an offer of %d GUIDs with %v", len(part), m.Type())
+		}
+		lacking = append(lacking, l.Lacking...)
+	}
+	sent := map[guid.GUID]bool{}
+	for i := range ops {
+		p, ok := ops[i].msg.(*wire.Put)
+		if !ok || ops[i].guid.IsZero() {
+			continue
+		}
+		st.puts++
+		if !lacking[seen[ops[i].guid]] || sent[ops[i].guid] {
+			p.Content = wire.ContentByGUID
+			ops[i].size = 0
+			ops[i].file.Close()
+			ops[i].file = nil
+			st.dedup++
+			continue
+		}
+		sent[ops[i].guid] = true
+	}
+	return nil
+}
+
+// maxOffer bounds the GUIDs in one Offer message, well inside the frame
+// limit.
+const maxOffer = 4096
+
+// send writes the batch and waits for its acknowledgement.
+func send(c sender, r *resolver, seq uint64, channel string, ops []shipOp, st *batchStats) error {
+	if err := c.Send(&wire.BatchBegin{Seq: seq, Channel: channel}); err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if err := c.Send(op.msg); err != nil {
+			return fmt.Errorf("send %v: %w", op.msg.Type(), err)
+		}
+		if op.size > 0 {
+			err := c.SendData(content(op), op.size)
+			if err != nil {
+				return fmt.Errorf("send content of %s: %w", op.src, err)
+			}
+			st.sent += op.size
+		}
+		if p, ok := op.msg.(*wire.Put); ok {
+			st.payload += int64(p.Size)
+		} else {
+			st.payload += op.size
+		}
+	}
+	st.ops = len(ops)
+	if err := c.Send(&wire.BatchEnd{Seq: seq, OpCount: uint64(len(ops))}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	m, err := c.Recv()
+	if err != nil {
+		return err
+	}
+	if a, ok := m.(*wire.Ack); !ok || a.Seq != seq {
+		return fmt.Errorf("batch %d: replica answered %v", seq, m.Type())
+	}
+	return nil
+}
+
+// content reads op's bytes from its open file, exactly op.size of them:
+// a file that shrank since it was resolved is padded with zeros (the event
+// of that change follows and corrects it; the replica indexes content by
+// the hash of what it received, so no wrong GUID results).
+func content(op shipOp) io.Reader {
+	if op.ranges == nil {
+		return io.LimitReader(io.MultiReader(io.NewSectionReader(op.file, 0, op.size), zeroReader{}), op.size)
+	}
+	parts := make([]io.Reader, len(op.ranges))
+	for i, rg := range op.ranges {
+		sr := io.NewSectionReader(op.file, int64(rg.Off), int64(rg.Len))
+		parts[i] = io.LimitReader(io.MultiReader(sr, zeroReader{}), int64(rg.Len))
+	}
+	return io.MultiReader(parts...)
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
