@@ -28,12 +28,12 @@ type shipOp struct {
 	// file is the object's content, opened when the batch was resolved
 	// and held until it is sent: a rename before then must not leave the
 	// replica without it.
-	file    *os.File
-	src     string // backing path file was opened at, for messages
-	size    int64  // bytes of Data that follow the message
-	ranges  []wire.Range
-	guid    guid.GUID // Put of a regular file
-	vanish  bool      // Put whose source was gone: keep it pending
+	file   *os.File
+	src    string // backing path file was opened at, for messages
+	size   int64  // bytes of Data that follow the message
+	ranges []wire.Range
+	guid   guid.GUID // Put of a regular file
+	vanish bool      // Put whose source was gone: keep it pending
 }
 
 // batchStats are what one batch cost, for status and metrics.

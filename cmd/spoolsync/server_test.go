@@ -424,3 +424,131 @@ func makeCert(t *testing.T, cn string, parentKey *ecdsa.PrivateKey, parent *x509
 	must(t, err)
 	return key, cert
 }
+
+// TestServerCrash kills the server with SIGKILL while a big batch arrives
+// and again while it is applied; after each restart no temp file is
+// visible, and the resent batch gives exactly the tree it describes.
+func TestServerCrash(t *testing.T) {
+	e := newReplicaEnv(t, "")
+	const n, size = 300, 32 << 10
+	content := strings.Repeat("x", size)
+	ops := []wire.Message{&wire.Mkdir{Path: "m", Mode: 0o755}}
+	for i := range n {
+		ops = append(ops, &wire.Put{Path: fmt.Sprintf("m/%03d", i), Content: wire.ContentInline, Mode: 0o600, Size: size})
+	}
+	all := strings.Repeat(content, n)
+
+	// 1. Killed while the batch arrives: half of it is sent, not ended.
+	p, addr := startServer(t, e)
+	c, err := dialReplica(t, addr, master(addr))
+	must(t, err)
+	must(t, c.Send(&wire.BatchBegin{Seq: 1}))
+	for _, m := range ops[:n/2] {
+		must(t, c.Send(m))
+		if put, ok := m.(*wire.Put); ok {
+			must(t, c.SendData(strings.NewReader(content), int64(put.Size)))
+		}
+	}
+	must(t, c.Flush())
+	p.stop(t, syscall.SIGKILL)
+
+	// 2. Killed while it is applied: once some files have landed.
+	p, addr = startServer(t, e)
+	checkNoTemp(t, e)
+	c, err = dialReplica(t, addr, master(addr))
+	must(t, err)
+	sendOps(t, c, 1, ops, all)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(e.root, "m")); len(ents) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	p.stop(t, syscall.SIGKILL)
+	landed, _ := os.ReadDir(filepath.Join(e.root, "m"))
+	t.Logf("killed with %d of %d files applied", len(landed), n)
+
+	// 3. Restart: no temp files; the resent batch is accepted and acked.
+	_, addr = startServer(t, e)
+	checkNoTemp(t, e)
+	c, err = dialReplica(t, addr, master(addr))
+	must(t, err)
+	must(t, c.Send(&wire.PositionRequest{}))
+	must(t, c.Flush())
+	m, err := c.Recv()
+	must(t, err)
+	if pos, ok := m.(*wire.Position); !ok || pos.Applied != 0 && pos.Applied != 1 {
+		t.Fatalf("got %+v, want a Position", m)
+	}
+	sendOps(t, c, 1, ops, all)
+	expectAck(t, c, 1)
+	ents, err := os.ReadDir(filepath.Join(e.root, "m"))
+	must(t, err)
+	if len(ents) != n {
+		t.Errorf("m holds %d files, want %d", len(ents), n)
+	}
+	for _, de := range ents {
+		if b, err := os.ReadFile(filepath.Join(e.root, "m", de.Name())); err != nil || string(b) != content {
+			t.Errorf("m/%s: %d bytes, %v; want %d bytes of x", de.Name(), len(b), err, size)
+		}
+	}
+}
+
+// checkNoTemp: nothing but the batch's files in the root, and the replica's
+// temp dir and spool empty.
+func checkNoTemp(t *testing.T, e *replicaEnv) {
+	t.Helper()
+	filepath.WalkDir(e.root, func(p string, d os.DirEntry, err error) error {
+		rel, _ := filepath.Rel(e.root, p)
+		if rel == "." || rel == "m" || rel == ".spoolsync" || rel == ".spoolsync/lock" || rel == ".spoolsync/tmp" || strings.HasPrefix(rel, "m/") && !strings.Contains(rel, ".tmp") {
+			return nil
+		}
+		t.Errorf("left in the root after a crash: %s", rel)
+		return nil
+	})
+	if ents, _ := os.ReadDir(filepath.Join(e.state, "replica", "spool")); len(ents) > 0 {
+		t.Errorf("spool holds %d files after a restart", len(ents))
+	}
+}
+
+func TestPasswd(t *testing.T) {
+	e := newReplicaEnv(t, "")
+	passwd := func(name, pw string) ([]byte, error) {
+		cmd := exec.Command(binary, "passwd", "-c", e.conf, name)
+		cmd.Stdin = strings.NewReader(pw + "\n")
+		return cmd.CombinedOutput()
+	}
+	if out, err := passwd("carol", "c4rol pass"); err != nil {
+		t.Fatalf("passwd carol: %v\n%s", err, out)
+	}
+	if out, err := passwd("master", "new-pw"); err != nil {
+		t.Fatalf("passwd master: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(e.passwd)
+	must(t, err)
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[1], "bob:") || !strings.HasPrefix(lines[2], "carol:$2") {
+		t.Errorf("passwd file after two updates:\n%s", b)
+	}
+	if fi, _ := os.Stat(e.passwd); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %#o, want 0600", fi.Mode().Perm())
+	}
+	e.writeConf(t, fmt.Sprintf("admins: master carol\nsasl_passwd_file: %s\n", e.passwd))
+	_, addr := startServer(t, e)
+	for user, pw := range map[string]string{"master": "new-pw", "carol": "c4rol pass"} {
+		if _, err := dialReplica(t, addr, wire.ClientConfig{AuthName: user, Password: pw}); err != nil {
+			t.Errorf("%s with the password passwd set: %v", user, err)
+		}
+	}
+	if _, err := dialReplica(t, addr, wire.ClientConfig{AuthName: "master", Password: "pw"}); !errors.Is(err, wire.ErrAuth) {
+		t.Errorf("master with the old password: %v, want refused", err)
+	}
+	// Refusals: a bad name, and no sasl_passwd_file configured.
+	for _, name := range []string{"a:b", "a b"} {
+		if out, err := passwd(name, "x"); err == nil || !strings.Contains(string(out), "user name") {
+			t.Errorf("passwd %q: %v, %s; want a refusal", name, err, out)
+		}
+	}
+	e.writeConf(t, "admins: master\n")
+	if out, err := passwd("dave", "x"); err == nil || !strings.Contains(string(out), "sasl_passwd_file is not set") {
+		t.Errorf("passwd without sasl_passwd_file: %v, %s", err, out)
+	}
+}
