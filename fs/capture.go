@@ -38,6 +38,10 @@ type capture struct {
 	failing atomic.Bool
 	// lastReport rate-limits the error log while the log is failing.
 	lastReport atomic.Int64
+
+	// unlogged maps each node with written but unrecorded bytes to when
+	// the first of them was written (see Mount.Checkpoint).
+	unlogged sync.Map
 }
 
 // append records ev. The caller holds c.ns (for reading or writing).

@@ -46,6 +46,7 @@ func DefaultOptions() Options {
 
 // Mount is a mounted spool.
 type Mount struct {
+	c          *capture
 	server     *fuse.Server
 	mountpoint string
 	logger     *slog.Logger
@@ -119,7 +120,7 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 	}
-	m := &Mount{server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
+	m := &Mount{c: c, server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
 	go func() {
 		server.Serve()
 		close(m.done)
@@ -129,6 +130,21 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 	}
 	return m, nil
+}
+
+// Checkpoint is a time before which every change made through the mount
+// is in the log: the first unrecorded write of any open file, or now. After
+// an unclean stop, files changed since the last checkpoint saved are the
+// only ones that can hold writes the log lacks.
+func (m *Mount) Checkpoint() time.Time {
+	t := time.Now()
+	m.c.unlogged.Range(func(_, v any) bool {
+		if s := v.(time.Time); s.Before(t) {
+			t = s
+		}
+		return true
+	})
+	return t
 }
 
 // Done is closed when the kernel has ended the FUSE session.

@@ -5,6 +5,7 @@ import (
 	"path"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -78,6 +79,9 @@ func (n *Node) markDirty(off int64, cnt uint64) {
 		return
 	}
 	n.mu.Lock()
+	if len(n.dirty) == 0 {
+		n.c.unlogged.Store(n, time.Now())
+	}
 	n.dirty = synclog.AddRange(n.dirty, synclog.Range{Off: uint64(off), Len: cnt}, maxRanges)
 	n.mu.Unlock()
 }
@@ -101,6 +105,7 @@ func (n *Node) flushDirtyLocked() syscall.Errno {
 		// Unlinked while open: its unlink event is in the log already and
 		// its content is gone from every name.
 		n.dirty = nil
+		n.c.unlogged.Delete(n)
 		return 0
 	}
 	ev := &synclog.Event{Op: synclog.OpWrite, Path: p, Ino: n.StableAttr().Ino, Ranges: n.dirty}
@@ -108,6 +113,7 @@ func (n *Node) flushDirtyLocked() syscall.Errno {
 		return errno
 	}
 	n.dirty = nil
+	n.c.unlogged.Delete(n)
 	return 0
 }
 

@@ -26,11 +26,16 @@ type ChannelConfig struct {
 
 // Channel ships the sync log to one replica.
 type Channel struct {
-	cfg     ChannelConfig
-	log     *synclog.Log
-	res     *resolver
-	logger  *slog.Logger
-	pending *pendingStore
+	cfg ChannelConfig
+	// wireName is the channel as the replica knows it: the name and the
+	// log's identity. Sequence numbers are only meaningful within one log:
+	// a master whose log was re-created starts again at 1, and must not
+	// be taken for one the replica already holds up to 5000.
+	wireName string
+	log      *synclog.Log
+	res      *resolver
+	logger   *slog.Logger
+	pending  *pendingStore
 
 	mu sync.Mutex
 	st ChannelStatus
@@ -82,7 +87,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	if err := conn.Send(&wire.PositionRequest{Channel: c.cfg.Name}); err != nil {
+	if err := conn.Send(&wire.PositionRequest{Channel: c.wireName}); err != nil {
 		return false, err
 	}
 	if err := conn.Flush(); err != nil {
@@ -188,7 +193,7 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 		if err := offer(conn, ops, seq, &st); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
-		if err := send(conn, c.res, seq, c.cfg.Name, ops, &st); err != nil {
+		if err := send(conn, c.res, seq, c.wireName, ops, &st); err != nil {
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
 	}

@@ -128,7 +128,7 @@ func parent(path string) string {
 func (p *planner) add(ev *synclog.Event) {
 	p.nev++
 	switch ev.Op {
-	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod:
+	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod, synclog.OpRescan:
 		p.dirs[parent(ev.Path)] = true
 		p.replaced(ev.Path)
 		l := p.newLineage(ev.Path, true, false)

@@ -2,8 +2,14 @@ package replicator
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +43,11 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 	if err != nil {
 		return nil, fmt.Errorf("replicator: GUID cache: %w", err)
 	}
+	id, err := logID(lg.Dir())
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
 	r := &Replicator{log: lg, cache: cache, logger: opts.Logger}
 	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode}
 	for _, cc := range channels {
@@ -49,10 +60,32 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			cache.Close()
 			return nil, err
 		}
-		r.channels = append(r.channels, &Channel{cfg: cc, log: lg, res: res, logger: opts.Logger, pending: ps,
+		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
 			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr}})
 	}
 	return r, nil
+}
+
+// logID returns the identity of the sync log in dir, creating it with the
+// log: 16 random hex digits in dir/log-id.
+func logID(dir string) (string, error) {
+	p := filepath.Join(dir, "log-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("replicator: %w", err)
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw[:])
+	if err := writeFileAtomic(p, []byte(id+"\n")); err != nil {
+		return "", fmt.Errorf("replicator: save the log identity: %w", err)
+	}
+	return id, nil
 }
 
 // Run ships on every channel until ctx is done, then closes the cache.

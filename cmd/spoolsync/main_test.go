@@ -93,10 +93,10 @@ func (s *syncBuffer) String() string {
 
 // startMount starts `spoolsync mount -c conf` and waits for its ready line.
 // The process is killed and the mount point detached when the test ends.
-func startMount(t *testing.T, e *env) *proc {
+func startMount(t *testing.T, e *env, flags ...string) *proc {
 	t.Helper()
 	testenv.NeedFUSE(t)
-	p := &proc{cmd: exec.Command(binary, "mount", "-c", e.conf), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(binary, append([]string{"mount", "-c", e.conf}, flags...)...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -396,7 +396,9 @@ func TestLogDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount(logDir, syscall.MNT_DETACH) })
 	os.WriteFile(e.conf, []byte(fmt.Sprintf("spool_dir: %s\nmount_point: %s\nsync_log_dir: %s\n", e.backing, e.mnt, logDir)), 0o644)
-	startMount(t, e)
+	// Small segments: a preallocated segment never runs out of space, the
+	// next one's preallocation does.
+	startMount(t, e, "--log-segment-size", "64K")
 	// Fill what the log left of the tmpfs.
 	filler := filepath.Join(logDir, "filler")
 	fill, _ := os.Create(filler)

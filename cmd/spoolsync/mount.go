@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"spoolsync/config"
 	"spoolsync/fs"
+	"spoolsync/replicator"
 	"spoolsync/replicator/synclog"
 )
 
@@ -32,6 +34,7 @@ func runMount(args []string) error {
 	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long to keep serving files a mail server still holds open")
 	debug := fl.Bool("debug", false, "log every FUSE request")
 	noPassthrough := fl.Bool("no-passthrough", false, "serve every read through this process (no kernel FUSE passthrough)")
+	segSize := fl.String("log-segment-size", "64M", "size of each sync log segment file (preallocated; K, M or G suffix)")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -51,6 +54,11 @@ func runMount(args []string) error {
 		return usagef("mount: no spool: give BACKING_DIR MOUNTPOINT, or set spool_dir and mount_point in %s", configName(cfg))
 	}
 	logger := newLogger(*debug)
+	// Signals are caught from here on: one that arrives while mounting
+	// must unmount, not kill the process with the mount left behind.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	dirs, err := checkMountDirs(backing, mountpoint, cfg.SyncLogDir)
 	if err != nil {
 		return err
@@ -58,13 +66,25 @@ func runMount(args []string) error {
 
 	var lg fs.Log = discardLog{}
 	var slog_ *synclog.Log
+	var rescanFrom *time.Time // the last run stopped uncleanly: rescan from here
 	if cfg.SyncLog {
-		slog_, err = synclog.Open(synclog.Options{Dir: dirs.log, Logger: logger})
+		seg, err := config.ParseSize(*segSize)
+		if err != nil || seg < 64<<10 {
+			return usagef("mount: --log-segment-size %q: want a size of at least 64K", *segSize)
+		}
+		slog_, err = synclog.Open(synclog.Options{Dir: dirs.log, SegmentSize: seg, Logger: logger})
 		if err != nil {
 			return fmt.Errorf("mount: open the sync log: %w", err)
 		}
 		defer slog_.Close()
 		lg = slog_
+		since, unclean, err := replicator.StartRun(dirs.log)
+		if err != nil {
+			return fmt.Errorf("mount: %w", err)
+		}
+		if unclean {
+			rescanFrom = &since
+		}
 	} else {
 		logger.Warn("sync_log is off: changes are not recorded and will not be replicated")
 	}
@@ -99,9 +119,10 @@ func runMount(args []string) error {
 		}
 	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
+	if slog_ != nil {
+		go keepCheckpoint(ctx, m, slog_, dirs.backing, rescanFrom, logger)
+	}
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-sig:
 		logger.Info("unmounting", "signal", s.String())
@@ -115,6 +136,11 @@ func runMount(args []string) error {
 	// What was logged before the unmount is shipped by the next start.
 	cancel()
 	waitReplication()
+	if slog_ != nil {
+		if err := replicator.EndRun(dirs.log); err != nil {
+			logger.Warn("cannot record the clean stop; the next start will rescan", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -123,6 +149,43 @@ func configName(cfg *config.Config) string {
 		return config.DefaultPath
 	}
 	return cfg.File
+}
+
+// checkpointEvery is how often the mount saves its checkpoint: the longest
+// stretch of changes an unclean stop makes the next start rescan, on top of
+// what was being written then.
+const checkpointEvery = 5 * time.Second
+
+// keepCheckpoint rescans after an unclean stop (when from is set), then
+// saves the mount's checkpoint every few seconds until ctx is done.
+func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, logger *slog.Logger) {
+	if from != nil {
+		start := time.Now()
+		n, err := replicator.Rescan(lg, backing, *from, logger)
+		if err != nil {
+			logger.Error("rescan after an unclean stop failed; run spoolsync resync", "err", err)
+		} else {
+			logger.Warn("the last run did not stop cleanly: files changed since its last checkpoint will be shipped whole",
+				"checkpoint", from.Format(time.RFC3339), "files", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		cp := m.Checkpoint()
+		// Durable log first: the checkpoint promises the log has
+		// everything before it.
+		if err := lg.Sync(lg.LastSeq()); err == nil {
+			if err := replicator.SaveCheckpoint(lg.Dir(), cp); err != nil {
+				logger.Warn("cannot save the checkpoint", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // discardLog is the log when sync_log is off.

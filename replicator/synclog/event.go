@@ -21,7 +21,8 @@ const (
 	OpSetattr     Op = 11 // attributes of Path changed; Flags is a mask of Attr* bits
 	OpSetxattr    Op = 12 // extended attribute Name of Path was set
 	OpRemovexattr Op = 13 // extended attribute Name of Path was removed
-	opMax         Op = 14
+	OpRescan      Op = 14 // Path may have changed without events (found after an unclean stop): ship it whole
+	opMax         Op = 15
 )
 
 // Bits of Event.Flags for OpSetattr: which attributes changed.
@@ -35,7 +36,7 @@ var opNames = [...]string{
 	OpCreate: "create", OpWrite: "write", OpTruncate: "truncate",
 	OpMkdir: "mkdir", OpRmdir: "rmdir", OpUnlink: "unlink", OpRename: "rename",
 	OpLink: "link", OpSymlink: "symlink", OpMknod: "mknod", OpSetattr: "setattr",
-	OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
+	OpSetxattr: "setxattr", OpRemovexattr: "removexattr", OpRescan: "rescan",
 }
 
 func (o Op) String() string {

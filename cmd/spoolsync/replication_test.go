@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/internal/treecmp"
+)
+
+// pair is a master mount replicating to a replica server, both real
+// processes on loopback.
+type pair struct {
+	m      *env
+	r      *replicaEnv
+	mount  *proc
+	server *proc
+	addr   string
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	r := newReplicaEnv(t, "")
+	server, addr := startServer(t, r)
+	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n", addr))
+	return &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+}
+
+// waitSynced waits until the mount reports no backlog on its channel and
+// the trees are identical; it fails the test with every difference.
+func (p *pair) waitSynced(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var diffs []string
+	for time.Now().Before(deadline) {
+		st, err := readStatus(filepath.Join(p.m.state, "log"))
+		if err == nil && len(st) == 1 && st[0].BacklogEvents == 0 {
+			if diffs, err = treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{".spoolsync"}, DirMtimes: true}); err == nil && len(diffs) == 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, _ := readStatus(filepath.Join(p.m.state, "log"))
+	t.Fatalf("replica not identical after 60s (status %+v):\n%s\nmount log:\n%s", st, strings.Join(diffs, "\n"), p.mount.stderr)
+}
+
+// deliver puts a message into a maildir as an MTA does.
+func deliver(t *testing.T, maildir, name, body string) string {
+	t.Helper()
+	tmp := filepath.Join(maildir, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	must(t, err)
+	_, err = f.WriteString(body)
+	must(t, err)
+	must(t, f.Sync())
+	must(t, f.Close())
+	dst := filepath.Join(maildir, "new", name)
+	must(t, os.Rename(tmp, dst))
+	return dst
+}
+
+func mkMaildir(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{"tmp", "new", "cur"} {
+		must(t, os.MkdirAll(filepath.Join(dir, d), 0o700))
+	}
+}
+
+func message(i int) string {
+	return fmt.Sprintf("From: sender%d@example.org\r\nSubject: message %d\r\n\r\n%s\r\n", i, i, strings.Repeat("body line\r\n", 10+i%50))
+}
+
+// TestReplication: everything a mail server does, through the mount, ends
+// identical on the replica (content, type, mode, owner, mtime, symlinks,
+// hard links, xattrs, directory times).
+func TestReplication(t *testing.T) {
+	p := newPair(t)
+	mnt := p.m.mnt
+	users := []string{"alice", "bob", "carol"}
+	for _, u := range users {
+		mkMaildir(t, filepath.Join(mnt, u, "Maildir"))
+		mkMaildir(t, filepath.Join(mnt, u, "Maildir", ".Archive"))
+		for i := 0; i < 20; i++ {
+			deliver(t, filepath.Join(mnt, u, "Maildir"), fmt.Sprintf("%d.M%d.host", i, i), message(i))
+		}
+	}
+	p.waitSynced(t)
+
+	bob := filepath.Join(mnt, "bob", "Maildir")
+	// Read flags by renaming, folder moves, deletes.
+	must(t, os.Rename(filepath.Join(bob, "new", "1.M1.host"), filepath.Join(bob, "cur", "1.M1.host:2,S")))
+	must(t, os.Rename(filepath.Join(bob, "new", "2.M2.host"), filepath.Join(bob, ".Archive", "cur", "2.M2.host:2,RS")))
+	must(t, os.Remove(filepath.Join(bob, "new", "3.M3.host")))
+	// One message hard-linked into several folders.
+	shared := filepath.Join(bob, "new", "4.M4.host")
+	for _, u := range []string{"alice", "carol"} {
+		must(t, os.Link(shared, filepath.Join(mnt, u, "Maildir", "cur", "shared:2,")))
+	}
+	// mbox: appends, a rewrite in the middle, a truncate.
+	mbox := filepath.Join(mnt, "carol", "mbox")
+	for i := 0; i < 5; i++ {
+		f, err := os.OpenFile(mbox, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		must(t, err)
+		_, err = f.WriteString("From x@y Thu Jan  1 00:00:00 2026\n" + message(i))
+		must(t, err)
+		must(t, f.Close())
+	}
+	f, err := os.OpenFile(mbox, os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("Status: RO"), 100)
+	must(t, err)
+	must(t, f.Close())
+	idx := filepath.Join(mnt, "carol", "dovecot.index")
+	must(t, os.WriteFile(idx, []byte(strings.Repeat("i", 5000)), 0o600))
+	must(t, os.Truncate(idx, 1234))
+	// Attributes.
+	must(t, os.Symlink("Maildir/cur", filepath.Join(mnt, "alice", "inbox-link")))
+	must(t, os.Chmod(filepath.Join(mnt, "alice", "Maildir", "new", "5.M5.host"), 0o640))
+	must(t, os.Lchown(filepath.Join(mnt, "alice", "Maildir", "new", "6.M6.host"), 1234, 5678))
+	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "7.M7.host"), "user.flags", []byte("\\Flagged"), 0))
+	must(t, os.Chtimes(filepath.Join(mnt, "alice", "Maildir", "new", "8.M8.host"), time.Unix(1e9, 0), time.Unix(1e9, 0)))
+	p.waitSynced(t)
+
+	// Path traps: a file written and then its folder renamed before the
+	// batch ships; a whole user renamed; a file renamed over another;
+	// RENAME_EXCHANGE; a folder deleted and re-created with new content.
+	deliver(t, filepath.Join(mnt, "alice", "Maildir", ".Archive"), "late.host", "late message\n")
+	must(t, os.Rename(filepath.Join(mnt, "alice", "Maildir", ".Archive"), filepath.Join(mnt, "alice", "Maildir", ".Old")))
+	must(t, os.Rename(filepath.Join(mnt, "carol"), filepath.Join(mnt, "caroline")))
+	must(t, os.WriteFile(filepath.Join(mnt, "bob", "new.index"), []byte("new index"), 0o600))
+	must(t, os.WriteFile(filepath.Join(mnt, "bob", "dovecot.index"), []byte("old index"), 0o600))
+	must(t, os.Rename(filepath.Join(mnt, "bob", "new.index"), filepath.Join(mnt, "bob", "dovecot.index")))
+	must(t, os.WriteFile(filepath.Join(mnt, "bob", "x1"), []byte("one"), 0o600))
+	must(t, os.WriteFile(filepath.Join(mnt, "bob", "x2"), []byte("two"), 0o600))
+	must(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(mnt, "bob", "x1"), unix.AT_FDCWD, filepath.Join(mnt, "bob", "x2"), unix.RENAME_EXCHANGE))
+	must(t, os.RemoveAll(filepath.Join(bob, ".Archive")))
+	mkMaildir(t, filepath.Join(bob, ".Archive"))
+	deliver(t, filepath.Join(bob, ".Archive"), "reborn.host", "new content\n")
+	p.waitSynced(t)
+}
+
+// TestReplicationFaults: the mount killed mid-delivery and restarted, the
+// server killed and restarted, the server stopped for a while (backlog on
+// disk) — the replica converges each time with no manual step, and the
+// master keeps serving mail throughout.
+func TestReplicationFaults(t *testing.T) {
+	r := newReplicaEnv(t, "")
+	server, addr := startServer(t, r)
+	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n", addr))
+	p := &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+	md := filepath.Join(m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	n := 0
+	deliverSome := func(k int) {
+		for i := 0; i < k; i++ {
+			n++
+			deliver(t, md, fmt.Sprintf("%d.fault", n), message(n))
+		}
+	}
+	for round := 0; round < 3; round++ {
+		// SIGKILL the mount while a child delivers through it.
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), "SPOOLSYNC_TEST_DELIVER="+md)
+		must(t, child.Start())
+		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		p.mount.cmd.Process.Kill()
+		<-p.mount.done
+		child.Wait()
+		detach(m.mnt)
+		p.mount = startMount(t, m)
+		deliverSome(5)
+		p.waitSynced(t)
+
+		// SIGKILL the server mid-stream and restart it on the same address.
+		deliverSome(20)
+		p.server.cmd.Process.Kill()
+		<-p.server.done
+		deliverSome(10) // the master keeps serving; the backlog grows on disk
+		p.server = restartServer(t, r, p.addr)
+		p.waitSynced(t)
+	}
+}
+
+// restartServer starts the replica server again on addr.
+func restartServer(t *testing.T, r *replicaEnv, addr string) *proc {
+	t.Helper()
+	var lastErr error
+	for i := 0; i < 50; i++ {
+		pr, got, err := startServerAt(t, r, addr)
+		if err == nil {
+			if got != addr {
+				t.Fatalf("server listens on %s, want %s", got, addr)
+			}
+			return pr
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond) // the port may linger
+	}
+	t.Fatalf("restart server on %s: %v", addr, lastErr)
+	return nil
+}
+
+// TestReplicationAuthErrors: a wrong password keeps the mount serving, the
+// status shows the error, the log keeps everything; with the credential
+// fixed (restart of the mount), it catches up.
+func TestReplicationAuthErrors(t *testing.T) {
+	r := newReplicaEnv(t, "")
+	server, addr := startServer(t, r)
+	for _, bad := range []string{"sync_authname: master\nsync_password: wrong\n", "sync_authname: bob\nsync_password: bobpw\n"} {
+		m := newEnv(t, fmt.Sprintf("sync_host: %s\n%s", addr, bad))
+		mount := startMount(t, m)
+		md := filepath.Join(m.mnt, "Maildir")
+		mkMaildir(t, md)
+		deliver(t, md, "1.host", message(1))
+		var st string
+		for i := 0; i < 100; i++ {
+			s, err := readStatus(filepath.Join(m.state, "log"))
+			if err == nil && len(s) == 1 && s[0].LastError != "" {
+				st = s[0].LastError
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(st, "authentication failed") && !strings.Contains(st, "admins") {
+			t.Fatalf("status last error = %q, want the authentication refusal", st)
+		}
+		mount.stop(t, syscall.SIGTERM)
+		// Fix the credential; the backlog is shipped.
+		os.WriteFile(m.conf, []byte(fmt.Sprintf("spool_dir: %s\nmount_point: %s\nstate_dir: %s\nsync_host: %s\nsync_authname: master\nsync_password: pw\n",
+			m.backing, m.mnt, m.state, addr)), 0o644)
+		p := &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+		// The replica root is shared by both rounds: compare this master's
+		// user only.
+		p.waitSyncedSub(t, "Maildir")
+		os.RemoveAll(filepath.Join(m.backing, "Maildir"))
+	}
+}
+
+// waitSyncedSub is waitSynced for one subtree.
+func (p *pair) waitSyncedSub(t *testing.T, sub string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var diffs []string
+	for time.Now().Before(deadline) {
+		st, err := readStatus(filepath.Join(p.m.state, "log"))
+		if err == nil && len(st) == 1 && st[0].BacklogEvents == 0 {
+			diffs, err = treecmp.Diff(filepath.Join(p.m.backing, sub), filepath.Join(p.r.root, sub), treecmp.Options{DirMtimes: true})
+			if err == nil && len(diffs) == 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("replica's %s not identical after 60s:\n%s", sub, strings.Join(diffs, "\n"))
+}
+
+// startServerAt starts `spoolsync server` listening on listen and waits for
+// its ready line. A server that exits before it is ready (a port still in
+// use) is an error, not a test failure, so callers can retry.
+func startServerAt(t *testing.T, e *replicaEnv, listen string) (*proc, string, error) {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, "server", "-c", e.conf, "--listen", listen, "--root", e.root),
+		stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if _, addr, ok := strings.Cut(sc.Text(), "spoolsync: ready: serving "+e.root+" on "); ok {
+				ready <- addr
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	select {
+	case addr := <-ready:
+		return p, addr, nil
+	case <-p.done:
+		return nil, "", fmt.Errorf("spoolsync server exited before it was ready: %v\n%s", p.err, p.stderr)
+	case <-time.After(20 * time.Second):
+		return nil, "", fmt.Errorf("spoolsync server not ready after 20s\n%s", p.stderr)
+	}
+}

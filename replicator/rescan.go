@@ -1,0 +1,116 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/replicator/synclog"
+)
+
+// An unclean stop (the mount process killed, the machine crashed) can
+// leave writes on the backing dir that never became events: bytes written
+// to a file that was not yet flushed or fsynced. The mount saves a
+// checkpoint every few seconds — a time before which every write is in the
+// log (fs.Mount.Checkpoint) — and a marker while it runs. Finding the
+// marker at start means the last run did not stop cleanly: every file
+// changed since the checkpoint is then recorded as OpRescan, which the
+// replicator ships whole (by GUID, so content the replica has does not
+// cross the wire again).
+const (
+	runningMarker  = "running"
+	checkpointFile = "checkpoint"
+	// checkpointSlack covers clock granularity between the saved
+	// checkpoint and the filesystem's ctime stamps.
+	checkpointSlack = 2 * time.Second
+)
+
+// StartRun records that a mount is running; it returns the checkpoint to
+// rescan from when the last run did not stop cleanly.
+func StartRun(logDir string) (since time.Time, unclean bool, err error) {
+	marker := filepath.Join(logDir, runningMarker)
+	if _, err := os.Stat(marker); err == nil {
+		unclean = true
+		b, err := os.ReadFile(filepath.Join(logDir, checkpointFile))
+		if err == nil {
+			if ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				since = time.Unix(0, ns).Add(-checkpointSlack)
+			}
+		}
+	}
+	if err := writeFileAtomic(marker, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		return since, unclean, fmt.Errorf("run marker %s: %w", marker, err)
+	}
+	return since, unclean, nil
+}
+
+// SaveCheckpoint records t durably.
+func SaveCheckpoint(logDir string, t time.Time) error {
+	return writeFileAtomic(filepath.Join(logDir, checkpointFile), []byte(strconv.FormatInt(t.UnixNano(), 10)+"\n"))
+}
+
+// EndRun records a clean stop: nothing is left unlogged.
+func EndRun(logDir string) error {
+	err := os.Remove(filepath.Join(logDir, runningMarker))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Rescan appends an OpRescan event for every regular file and symlink
+// under backing whose ctime is at or after since (the zero time: all of
+// them). It reads only metadata; the replicator reads content when it
+// ships.
+func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logger) (int, error) {
+	n := 0
+	var batch []*synclog.Event
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := lg.Append(batch...)
+		batch = batch[:0]
+		return err
+	}
+	err := filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // removed while we walked: its event is in the log
+			}
+			return err
+		}
+		if d.IsDir() || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			return nil
+		}
+		if time.Unix(st.Ctim.Unix()).Before(since) {
+			return nil
+		}
+		rel, _ := filepath.Rel(backing, p)
+		batch = append(batch, &synclog.Event{Op: synclog.OpRescan, Path: filepath.ToSlash(rel), Ino: st.Ino})
+		n++
+		if len(batch) == 256 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return n, fmt.Errorf("rescan %s: %w", backing, err)
+	}
+	return n, nil
+}
