@@ -7,8 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"spoolsync/config"
 	"spoolsync/guid"
@@ -74,6 +80,12 @@ func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, 
 	if err != nil {
 		return nil, fmt.Errorf("status socket %s: %w", sock, err)
 	}
+	if cfg.MetricsListen != "" {
+		if err := serveMetrics(ctx, cfg.MetricsListen, r, logger); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	done := make(chan struct{}, 2)
 	go func() {
 		r.Run(ctx)
@@ -95,6 +107,26 @@ func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, 
 		}
 	}()
 	return func() { <-done; <-done; os.Remove(sock) }, nil
+}
+
+// serveMetrics serves Prometheus /metrics on addr until ctx is done.
+func serveMetrics(ctx context.Context, addr string, r *replicator.Replicator, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(replicator.NewCollector(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics_listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	logger.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
 }
 
 func statusSocket(logDir string) string { return filepath.Join(logDir, "status.sock") }

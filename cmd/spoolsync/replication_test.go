@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -28,12 +30,21 @@ type pair struct {
 	addr   string
 }
 
-func newPair(t *testing.T) *pair {
+func newPair(t *testing.T, extraConf string) *pair {
 	t.Helper()
 	r := newReplicaEnv(t, "")
 	server, addr := startServer(t, r)
-	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n", addr))
+	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n%s", addr, extraConf))
 	return &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+}
+
+// freeAddr is a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // waitSynced waits until the mount reports no backlog on its channel and
@@ -85,7 +96,8 @@ func message(i int) string {
 // identical on the replica (content, type, mode, owner, mtime, symlinks,
 // hard links, xattrs, directory times).
 func TestReplication(t *testing.T) {
-	p := newPair(t)
+	metrics := freeAddr(t)
+	p := newPair(t, "metrics_listen: "+metrics+"\n")
 	mnt := p.m.mnt
 	users := []string{"alice", "bob", "carol"}
 	for _, u := range users {
@@ -148,6 +160,16 @@ func TestReplication(t *testing.T) {
 	mkMaildir(t, filepath.Join(bob, ".Archive"))
 	deliver(t, filepath.Join(bob, ".Archive"), "reborn.host", "new content\n")
 	p.waitSynced(t)
+
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`spoolsync_channel_connected{channel="default"`, `spoolsync_channel_backlog_events{channel="default"} 0`, "spoolsync_channel_dedup_hits_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
 }
 
 // TestReplicationFaults: the mount killed mid-delivery and restarted, the

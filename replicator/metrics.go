@@ -1,0 +1,52 @@
+package replicator
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes the channels' status as Prometheus metrics, read at
+// scrape time from the same numbers `spoolsync status` shows.
+type Collector struct{ r *Replicator }
+
+// NewCollector returns a collector for r.
+func NewCollector(r *Replicator) *Collector { return &Collector{r: r} }
+
+var (
+	mConnected = prometheus.NewDesc("spoolsync_channel_connected", "1 while the channel is connected to its replica.", []string{"channel", "replica"}, nil)
+	mLag       = prometheus.NewDesc("spoolsync_channel_lag_seconds", "Age of the oldest event the replica has not acknowledged.", []string{"channel"}, nil)
+	mBacklog   = prometheus.NewDesc("spoolsync_channel_backlog_events", "Events logged but not acknowledged by the replica.", []string{"channel"}, nil)
+	mBatches   = prometheus.NewDesc("spoolsync_channel_batches_total", "Batches acknowledged.", []string{"channel"}, nil)
+	mEvents    = prometheus.NewDesc("spoolsync_channel_events_total", "Events shipped and acknowledged.", []string{"channel"}, nil)
+	mPayload   = prometheus.NewDesc("spoolsync_channel_payload_bytes_total", "Content bytes the acknowledged batches stand for.", []string{"channel"}, nil)
+	mSent      = prometheus.NewDesc("spoolsync_channel_content_bytes_sent_total", "Content bytes that crossed the wire (before compression).", []string{"channel"}, nil)
+	mDedup     = prometheus.NewDesc("spoolsync_channel_dedup_hits_total", "Puts satisfied by content the replica already had (GUID).", []string{"channel"}, nil)
+	mLastAck   = prometheus.NewDesc("spoolsync_channel_last_ack_timestamp_seconds", "When the replica last acknowledged a batch.", []string{"channel"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mDedup, mLastAck} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.r.Status() {
+		connected := 0.0
+		if s.Connected {
+			connected = 1
+		}
+		ch <- prometheus.MustNewConstMetric(mConnected, prometheus.GaugeValue, connected, s.Name, s.Replica)
+		ch <- prometheus.MustNewConstMetric(mLag, prometheus.GaugeValue, s.LagSeconds, s.Name)
+		ch <- prometheus.MustNewConstMetric(mBacklog, prometheus.GaugeValue, float64(s.BacklogEvents), s.Name)
+		ch <- prometheus.MustNewConstMetric(mBatches, prometheus.CounterValue, float64(s.Batches), s.Name)
+		ch <- prometheus.MustNewConstMetric(mEvents, prometheus.CounterValue, float64(s.Events), s.Name)
+		ch <- prometheus.MustNewConstMetric(mPayload, prometheus.CounterValue, float64(s.PayloadBytes), s.Name)
+		ch <- prometheus.MustNewConstMetric(mSent, prometheus.CounterValue, float64(s.ContentBytes), s.Name)
+		ch <- prometheus.MustNewConstMetric(mDedup, prometheus.CounterValue, float64(s.DedupHits), s.Name)
+		if !s.LastAck.IsZero() {
+			ch <- prometheus.MustNewConstMetric(mLastAck, prometheus.GaugeValue, float64(s.LastAck.UnixNano())/1e9, s.Name)
+		}
+	}
+}
