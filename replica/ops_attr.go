@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"spoolsync/guid"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,10 @@ type Meta struct {
 	// removed. Attributes of other namespaces (security.*, system.*) are
 	// set when listed and never removed. nil leaves xattrs alone.
 	Xattrs []Xattr
+	// GUIDMode is the mode Put indexes the content it wrote under: the
+	// sender's, so that a later put by GUID in the sender's mode finds
+	// it. Zero: the store's mode.
+	GUIDMode guid.Mode
 }
 
 // Xattr is one extended attribute.

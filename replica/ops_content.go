@@ -38,12 +38,16 @@ func (t *Txn) put(p string, meta Meta, content io.Reader) error {
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	h := guid.New(t.s.mode)
+	mode := t.s.mode
+	if meta.GUIDMode.Valid() && meta.GUIDMode != guid.None {
+		mode = meta.GUIDMode
+	}
+	h := guid.New(mode)
 	if _, err := io.Copy(f, io.TeeReader(content, h)); err != nil {
 		t.dropTemp(name)
 		return fmt.Errorf("write: %w", err)
 	}
-	return t.finish(f, name, meta, par, p, guid.FromHash(t.s.mode, h))
+	return t.finish(f, name, meta, par, p, guid.FromHash(mode, h))
 }
 
 // finish lands a written temp file at p: meta (mtime last), fsync, rename

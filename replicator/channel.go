@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"spoolsync/replicator/synclog"
@@ -39,6 +41,20 @@ type Channel struct {
 
 	mu sync.Mutex
 	st ChannelStatus
+
+	wireBytes atomic.Int64 // bytes sent on the wire, after compression and TLS
+}
+
+// countingConn counts the bytes written to a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // minBackoff and maxBackoff bound the wait between reconnects.
@@ -79,7 +95,9 @@ func (c *Channel) run(ctx context.Context) {
 // session is one connection: handshake, position, then batches until an
 // error. shipped says whether any batch was acknowledged.
 func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
-	conn, err := wire.Dial(ctx, c.cfg.Client)
+	cc := c.cfg.Client
+	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &c.wireBytes} }
+	conn, err := wire.Dial(ctx, cc)
 	if err != nil {
 		return false, err
 	}

@@ -19,13 +19,14 @@ var (
 	mEvents    = prometheus.NewDesc("spoolsync_channel_events_total", "Events shipped and acknowledged.", []string{"channel"}, nil)
 	mPayload   = prometheus.NewDesc("spoolsync_channel_payload_bytes_total", "Content bytes the acknowledged batches stand for.", []string{"channel"}, nil)
 	mSent      = prometheus.NewDesc("spoolsync_channel_content_bytes_sent_total", "Content bytes that crossed the wire (before compression).", []string{"channel"}, nil)
+	mWire      = prometheus.NewDesc("spoolsync_channel_wire_bytes_total", "Bytes sent on the wire, after compression and TLS.", []string{"channel"}, nil)
 	mDedup     = prometheus.NewDesc("spoolsync_channel_dedup_hits_total", "Puts satisfied by content the replica already had (GUID).", []string{"channel"}, nil)
 	mLastAck   = prometheus.NewDesc("spoolsync_channel_last_ack_timestamp_seconds", "When the replica last acknowledged a batch.", []string{"channel"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mDedup, mLastAck} {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck} {
 		ch <- d
 	}
 }
@@ -44,6 +45,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mEvents, prometheus.CounterValue, float64(s.Events), s.Name)
 		ch <- prometheus.MustNewConstMetric(mPayload, prometheus.CounterValue, float64(s.PayloadBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mSent, prometheus.CounterValue, float64(s.ContentBytes), s.Name)
+		ch <- prometheus.MustNewConstMetric(mWire, prometheus.CounterValue, float64(s.WireBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mDedup, prometheus.CounterValue, float64(s.DedupHits), s.Name)
 		if !s.LastAck.IsZero() {
 			ch <- prometheus.MustNewConstMetric(mLastAck, prometheus.GaugeValue, float64(s.LastAck.UnixNano())/1e9, s.Name)

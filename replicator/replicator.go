@@ -165,6 +165,7 @@ func (r *Replicator) Status() []ChannelStatus {
 		c.mu.Lock()
 		st := c.st
 		c.mu.Unlock()
+		st.WireBytes = c.wireBytes.Load()
 		cursor, _ := r.log.Cursor(c.cfg.Name)
 		st.ShippedSeq, st.LastSeq = cursor, last
 		if last > cursor {

@@ -41,6 +41,9 @@ type ClientConfig struct {
 	MaxFrameSize     int    // largest payload accepted; 0 = DefaultMaxFrameSize
 	Dialer           *net.Dialer
 	HandshakeTimeout time.Duration // 0 = DefaultHandshakeTimeout
+	// Wrap, when set, wraps the dialed connection before anything is sent
+	// (the replicator counts the bytes on the wire with it).
+	Wrap func(net.Conn) net.Conn
 }
 
 // ServerConfig configures the replica's end of a connection.
@@ -159,6 +162,9 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to replica %s: %w", addr, err)
+	}
+	if cfg.Wrap != nil {
+		nc = cfg.Wrap(nc)
 	}
 	c, err := Client(ctx, nc, cfg)
 	if err != nil {

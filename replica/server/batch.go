@@ -30,7 +30,7 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 	var (
 		ops, bytes uint64
 		need       []byGUID               // Puts by GUID not provided earlier in the batch
-		inline     = map[wire.GUID]bool{} // GUIDs of inline Puts so far, in the replica's mode
+		inline     = map[wire.GUID]bool{} // GUIDs of inline Puts so far (indexed in their own mode)
 	)
 	for {
 		m, err := ss.c.Recv()
@@ -69,7 +69,7 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 			switch {
 			case m.Content == wire.ContentByGUID && !inline[m.GUID]:
 				need = append(need, byGUID{m.GUID, m.Path})
-			case m.Content == wire.ContentInline && guid.Mode(m.GUID.Mode) == ss.srv.opts.GUIDMode:
+			case m.Content == wire.ContentInline && m.GUID.Mode != 0:
 				inline[m.GUID] = true
 			}
 		case *wire.WriteRanges:
@@ -157,6 +157,9 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 	case *wire.Put:
 		md := meta(m.Mode, m.UID, m.GID, m.Mtime)
 		if m.Content == wire.ContentInline {
+			// Indexed in the sender's mode, so its later puts by GUID
+			// (in this batch or another) find it.
+			md.GUIDMode = guid.Mode(m.GUID.Mode)
 			return t.Put(m.Path, md, r.content(m.Size))
 		}
 		ok, err := t.PutGUID(m.Path, md, toGUID(m.GUID))
