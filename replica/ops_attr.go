@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"spoolsync/guid"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"spoolsync/guid"
 )
 
 // Meta is the metadata of an entry as the master has it.
