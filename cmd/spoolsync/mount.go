@@ -53,6 +53,9 @@ func runMount(args []string) error {
 	if backing == "" || mountpoint == "" {
 		return usagef("mount: no spool: give BACKING_DIR MOUNTPOINT, or set spool_dir and mount_point in %s", configName(cfg))
 	}
+	if cfg.SyncMode == "sync" {
+		return usagef("mount: sync_mode: sync (fsync waits for the replica) is not built yet; set sync_mode: async in %s", configName(cfg))
+	}
 	logger := newLogger(*debug)
 	// Signals are caught from here on: one that arrives while mounting
 	// must unmount, not kill the process with the mount left behind.

@@ -1,0 +1,48 @@
+// Package replicator is rolling replication: inside the mount process, one
+// Channel per replica reads the sync log (package synclog) from its cursor
+// and ships the changes to the replica's `spoolsync server` over the wire
+// protocol (package wire), the way Cyrus's `sync_client -r` services its
+// sync log — with lag in milliseconds and no event ever skipped.
+//
+// # A batch
+//
+//  1. gather: wait for the next durable event, then take whatever else is
+//     durable now, up to sync_batch_size. There is no timer: a batch leaves
+//     as soon as the link is idle, and while it is in flight the log
+//     gathers the next one.
+//  2. plan (plan.go): the events become steps. Objects created in the
+//     batch are sent once, whole, at the name they end with (create, write,
+//     rename = one put); objects created and removed are not sent; what the
+//     replica has is renamed, linked and removed in log order, so a rename
+//     sends no content; changed byte ranges of files the replica has are
+//     merged and sent at the end (an mbox append sends the appended bytes);
+//     attributes, xattrs and the times of every directory whose entries
+//     changed come last.
+//  3. resolve (ship.go): each step reads the backing directory — never the
+//     mount — for the current state. Files are opened here and held until
+//     sent, so a rename before sending cannot lose them. An object already
+//     gone (renamed or removed by events after this batch) is remembered as
+//     pending, durably, and the next batch starts from it.
+//  4. offer: the GUIDs of the files to put are offered; content crosses the
+//     wire only for what the replica lacks, once per batch however many
+//     mailboxes it was delivered to; the rest is copied on the replica.
+//  5. send and wait for the Ack, which the replica sends only once the
+//     batch is durable there; then the cursor moves (synclog.CommitCursor).
+//
+// # Invariants
+//
+//   - The cursor moves only past acknowledged batches; any error closes the
+//     connection, and after a capped exponential backoff everything after
+//     the cursor is sent again. Re-sending is harmless: the replica skips a
+//     batch whose seq it has applied, and its ops are idempotent.
+//   - Content is always the newest: it is read when the batch is sent, so a
+//     replica can be ahead of the log's position for a file, never behind
+//     it once the log is shipped.
+//   - The replica knows a channel as name@log-id: sequence numbers are
+//     meaningful only within one log, and a master whose log was
+//     re-created must not have its first events taken as already applied.
+//   - Memory does not grow with the backlog: the backlog is the log on
+//     disk, read a batch at a time.
+//   - After an unclean stop, files changed since the last checkpoint are
+//     recorded as OpRescan and shipped whole (rescan.go).
+package replicator
