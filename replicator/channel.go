@@ -42,7 +42,8 @@ type Channel struct {
 	mu sync.Mutex
 	st ChannelStatus
 
-	wireBytes atomic.Int64 // bytes sent on the wire, after compression and TLS
+	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
+	inlineNext bool         // the last batch failed on a put by GUID: no dedup for the next
 }
 
 // countingConn counts the bytes written to a connection.
@@ -208,12 +209,17 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	defer closeFiles(ops)
 	var st batchStats
 	if len(ops) > 0 {
-		if err := offer(conn, ops, seq, &st); err != nil {
+		if err := offer(conn, ops, seq, &st, c.inlineNext); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
 		if err := send(conn, c.res, seq, c.wireName, ops, &st); err != nil {
+			// A copy source the replica offered was gone when it applied
+			// the batch (removed earlier in the same batch): send it all
+			// inline next time rather than fail the same way forever.
+			c.inlineNext = errors.Is(err, wire.ErrLackingGUID)
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
+		c.inlineNext = false
 	}
 	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {
 		return err

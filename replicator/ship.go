@@ -277,7 +277,10 @@ func wireGUID(g guid.GUID) wire.GUID { return wire.GUID{Mode: uint8(g.Mode), Sum
 // the puts of content it has into puts by GUID. The first put of content
 // the replica lacks sends it; later puts of the same content in the batch
 // copy it there (fan-out of one message to many mailboxes).
-func offer(c sender, ops []shipOp, id uint64, st *batchStats) error {
+func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error {
+	if inline {
+		return nil // every put carries its content
+	}
 	var gs []wire.GUID
 	seen := map[guid.GUID]int{}
 	for _, op := range ops {

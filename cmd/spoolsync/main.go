@@ -37,6 +37,7 @@ func init() {
 		{"mount", "mount a spool, log every change, replicate it (master)", runMount},
 		{"log", "log dump [--follow]: the captured events, one JSON object a line", runLog},
 		{"status", "lag, backlog and errors per replication channel of the running mount", runStatus},
+		{"resync", "fsck-style manual resync of the whole spool or some PATHs with a replica", runResync},
 		{"server", "the replica daemon: apply masters' batches under --root (standby)", runServer},
 		{"passwd", "add or change a replica credential in sasl_passwd_file", runPasswd},
 	}

@@ -80,6 +80,11 @@ func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, 
 	if err != nil {
 		return nil, fmt.Errorf("status socket %s: %w", sock, err)
 	}
+	// The socket can hand paths to the log: root only.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if cfg.MetricsListen != "" {
 		if err := serveMetrics(ctx, cfg.MetricsListen, r, logger); err != nil {
 			ln.Close()
@@ -102,8 +107,7 @@ func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, 
 				done <- struct{}{}
 				return
 			}
-			json.NewEncoder(c).Encode(r.Status())
-			c.Close()
+			go serveControl(c, r, lg, logger)
 		}
 	}()
 	return func() { <-done; <-done; os.Remove(sock) }, nil
@@ -131,19 +135,89 @@ func serveMetrics(ctx context.Context, addr string, r *replicator.Replicator, lo
 
 func statusSocket(logDir string) string { return filepath.Join(logDir, "status.sock") }
 
-// readStatus asks a running mount for its channels' status.
-func readStatus(logDir string) ([]replicator.ChannelStatus, error) {
+// The control socket (status.sock in sync_log_dir, mode 0600, root only)
+// takes one JSON request a connection and answers one JSON value:
+//
+//	{"op":"status"}                      → [ChannelStatus, ...]
+//	{"op":"rescan","paths":["a/b", ...]} → {"ok":true} once the paths are
+//	                                       recorded as OpRescan events
+type controlRequest struct {
+	Op    string   `json:"op"`
+	Paths []string `json:"paths,omitempty"`
+}
+
+type controlReply struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+func serveControl(c net.Conn, r *replicator.Replicator, lg *synclog.Log, logger *slog.Logger) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var req controlRequest
+	if err := json.NewDecoder(c).Decode(&req); err != nil {
+		return
+	}
+	enc := json.NewEncoder(c)
+	switch req.Op {
+	case "status":
+		enc.Encode(r.Status())
+	case "rescan":
+		evs := make([]*synclog.Event, 0, len(req.Paths))
+		for _, p := range req.Paths {
+			if wire.ValidPath(p) != nil {
+				enc.Encode(controlReply{Error: fmt.Sprintf("bad path %q", p)})
+				return
+			}
+			evs = append(evs, &synclog.Event{Op: synclog.OpRescan, Path: p})
+		}
+		if _, err := lg.Append(evs...); err != nil {
+			enc.Encode(controlReply{Error: err.Error()})
+			return
+		}
+		logger.Info("paths handed back by resync to rolling replication", "count", len(evs))
+		enc.Encode(controlReply{OK: true})
+	default:
+		enc.Encode(controlReply{Error: fmt.Sprintf("unknown request %q", req.Op)})
+	}
+}
+
+// control sends one request to the running mount and decodes its answer.
+func control(logDir string, req controlRequest, reply any) error {
 	c, err := net.Dial("unix", statusSocket(logDir))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errConnRefused) {
-			return nil, fmt.Errorf("no running spoolsync mount with replication answers at %s (is it running with sync_host set?)", statusSocket(logDir))
+			return fmt.Errorf("%w at %s (is spoolsync mount running with sync_host set?)", errNoMount, statusSocket(logDir))
 		}
-		return nil, err
+		return err
 	}
 	defer c.Close()
-	var st []replicator.ChannelStatus
-	if err := json.NewDecoder(c).Decode(&st); err != nil {
-		return nil, fmt.Errorf("status from %s: %w", statusSocket(logDir), err)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return err
 	}
-	return st, nil
+	if err := json.NewDecoder(c).Decode(reply); err != nil {
+		return fmt.Errorf("answer from %s: %w", statusSocket(logDir), err)
+	}
+	return nil
+}
+
+var errNoMount = errors.New("no running spoolsync mount with replication answers")
+
+// readStatus asks a running mount for its channels' status.
+func readStatus(logDir string) ([]replicator.ChannelStatus, error) {
+	var st []replicator.ChannelStatus
+	return st, control(logDir, controlRequest{Op: "status"}, &st)
+}
+
+// requestRescan asks the running mount to ship paths again.
+func requestRescan(logDir string, paths []string) error {
+	var rep controlReply
+	if err := control(logDir, controlRequest{Op: "rescan", Paths: paths}, &rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return errors.New(rep.Error)
+	}
+	return nil
 }

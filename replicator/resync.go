@@ -1,0 +1,618 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"spoolsync/guid"
+	"spoolsync/wire"
+)
+
+// Resync is the fsck-style manual resync (`spoolsync resync`): it walks
+// the master's backing directory and the replica's manifest of the same
+// subtrees side by side — both in wire.ComparePaths order, so neither is
+// held in memory — and ships every difference through the same
+// plan/offer/batch/ack path as rolling replication. Content the replica
+// holds under another name is copied there, not sent.
+//
+// It is safe while rolling replication runs: a file that changes while the
+// resync holds it (its inode, size, mtime or ctime differ after the batch
+// is acknowledged) is handed back to the mount (Rescan) to be shipped
+// again, so the replica never keeps an older version than the master's.
+type ResyncOptions struct {
+	Backing  string
+	Paths    []string // relative, clean; none = the whole tree
+	DryRun   bool     // change nothing, list the differences
+	Delete   bool     // remove what exists only on the replica
+	Verify   bool     // re-hash every master file, ignoring the GUID cache
+	Client   wire.ClientConfig
+	Cache    *guid.Cache
+	Mode     guid.Mode
+	BatchOps int // most operations in one batch
+	// Rescan, when set, asks the running mount to ship these paths again.
+	Rescan   func(paths []string) error
+	Progress func(ResyncReport) // called now and then with the counts so far
+	Logger   *slog.Logger
+}
+
+// ResyncReport is the summary `spoolsync resync` prints.
+type ResyncReport struct {
+	Scanned      int      `json:"scanned"`
+	Identical    int      `json:"identical"`
+	Different    int      `json:"different"`
+	Shipped      int      `json:"shipped_ops"`
+	ContentBytes int64    `json:"content_bytes_sent"`
+	WireBytes    int64    `json:"wire_bytes"`
+	Dedup        int      `json:"deduplicated"`
+	Extra        int      `json:"extra_on_replica"`
+	Deleted      int      `json:"deleted"`
+	Rescanned    int      `json:"handed_back_to_rolling"`
+	Differences  []string `json:"differences,omitempty"` // dry run: every difference; else the first 1000
+	Errors       []string `json:"errors,omitempty"`
+	Seconds      float64  `json:"seconds"`
+}
+
+// Remaining reports whether differences are left on the replica.
+func (r *ResyncReport) Remaining(opts ResyncOptions) bool {
+	return opts.DryRun && r.Different > 0 || r.Extra > r.Deleted
+}
+
+// local is one entry of the master's walk.
+type local struct {
+	path string
+	st   unix.Stat_t
+}
+
+func kindOf(mode uint32) uint8 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return wire.KindFile
+	case unix.S_IFDIR:
+		return wire.KindDir
+	case unix.S_IFLNK:
+		return wire.KindSymlink
+	case unix.S_IFIFO:
+		return wire.KindFIFO
+	}
+	return 0
+}
+
+// Resync runs one resync and returns its report.
+func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
+	start := time.Now()
+	if o.BatchOps == 0 {
+		o.BatchOps = 1000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	var wireBytes atomic.Int64
+	cc := o.Client
+	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes} }
+	// Two connections: the manifest streams on one while batches go on
+	// the other, so that neither side holds a whole manifest.
+	mconn, err := wire.Dial(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	defer mconn.Close()
+	var bconn *wire.Conn
+	if !o.DryRun {
+		if bconn, err = wire.Dial(ctx, cc); err != nil {
+			return nil, err
+		}
+		defer bconn.Close()
+	}
+	paths := slices.Clone(o.Paths)
+	slices.SortFunc(paths, wire.ComparePaths)
+	if err := mconn.Send(&wire.ManifestRequest{Paths: paths}); err != nil {
+		return nil, err
+	}
+	if err := mconn.Flush(); err != nil {
+		return nil, err
+	}
+	rs := &resyncer{o: o, report: &ResyncReport{}, bconn: bconn,
+		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode},
+		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
+	remote := make(chan *wire.ManifestEntry, 256)
+	remoteErr := make(chan error, 1)
+	go func() {
+		defer close(remote)
+		for {
+			m, err := mconn.Recv()
+			if err != nil {
+				remoteErr <- err
+				return
+			}
+			switch m := m.(type) {
+			case *wire.ManifestEntry:
+				remote <- m
+			case *wire.ManifestEnd:
+				remoteErr <- nil
+				return
+			default:
+				remoteErr <- fmt.Errorf("replica sent %v inside a manifest", m.Type())
+				return
+			}
+		}
+	}()
+	locals := make(chan local, 256)
+	localErr := make(chan error, 1)
+	go func() {
+		defer close(locals)
+		localErr <- walkLocal(o.Backing, paths, locals)
+	}()
+	err = rs.merge(ctx, locals, remote)
+	if err == nil {
+		err = <-localErr
+	}
+	if err == nil {
+		err = <-remoteErr
+	}
+	if err == nil {
+		// The puts first (their copy sources may be extras), then the
+		// removals, then the times of the directories they changed.
+		err = rs.flush(true)
+		rs.removeExtras()
+		if err == nil {
+			err = rs.flush(true)
+		}
+	}
+	rs.report.WireBytes = wireBytes.Load()
+	rs.report.Seconds = time.Since(start).Seconds()
+	return rs.report, err
+}
+
+// walkLocal sends the entries of the backing dir's subtrees in
+// ComparePaths order (the order filepath.WalkDir visits).
+func walkLocal(backing string, paths []string, out chan<- local) error {
+	roots := paths
+	if len(roots) == 0 {
+		roots = []string{""}
+	}
+	for _, r := range roots {
+		err := filepath.WalkDir(filepath.Join(backing, r), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil // gone while we walked; its event is in the log
+				}
+				return err
+			}
+			rel, _ := filepath.Rel(backing, p)
+			if rel == "." {
+				return nil
+			}
+			var e local
+			e.path = filepath.ToSlash(rel)
+			if err := unix.Lstat(p, &e.st); err != nil {
+				return nil
+			}
+			out <- e
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("walk %s: %w", filepath.Join(backing, r), err)
+		}
+	}
+	return nil
+}
+
+type linkInfo struct {
+	first       string
+	replicaIno  uint64 // the replica's inode at first, when it was already right
+	replicaKnow bool
+}
+
+// resyncer holds the state of one merge.
+type resyncer struct {
+	o       ResyncOptions
+	report  *ResyncReport
+	bconn   *wire.Conn
+	res     *resolver
+	channel string
+	seq     uint64
+	steps   []step
+	extra   []shipOp // RemoveXattr ops for the next batch
+	watch   map[string]unix.Stat_t
+	links   map[[2]uint64]linkInfo
+	dirs    []dirFrame // the master directories the walk is in
+	gone    []string   // replica directories to remove once their subtree is done
+	extras  []step     // removals of what only the replica has, done last
+}
+
+type dirFrame struct {
+	path  string
+	dirty bool // something in it changed: its times must be set again
+	attrs bool // its own attributes differ
+}
+
+func (rs *resyncer) differ(format string, args ...any) {
+	rs.report.Different++
+	if rs.o.DryRun || len(rs.report.Differences) < 1000 {
+		rs.report.Differences = append(rs.report.Differences, fmt.Sprintf(format, args...))
+	}
+}
+
+// under reports whether p is d or below it.
+func under(p, d string) bool { return p == d || strings.HasPrefix(p, d+"/") }
+
+func (rs *resyncer) merge(ctx context.Context, locals <-chan local, remote <-chan *wire.ManifestEntry) error {
+	l, lok := <-locals
+	r, rok := <-remote
+	for lok || rok {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var c int
+		switch {
+		case !lok:
+			c = 1
+		case !rok:
+			c = -1
+		default:
+			c = wire.ComparePaths(l.path, r.Path)
+		}
+		next := r
+		if c <= 0 {
+			next = &wire.ManifestEntry{Path: l.path}
+		}
+		rs.leaveDirs(next.Path)
+		switch {
+		case c < 0: // only on the master
+			rs.report.Scanned++
+			rs.missing(l)
+			l, lok = <-locals
+		case c > 0: // only on the replica
+			rs.extraEntry(r)
+			r, rok = <-remote
+		default:
+			rs.report.Scanned++
+			if kindOf(l.st.Mode) != r.Kind {
+				rs.differ("%s: type differs", l.path)
+				rs.removeRemote(r)
+				// The replica's subtree follows its directory: consume it.
+				for r, rok = <-remote; rok && under(r.Path, l.path); r, rok = <-remote {
+					rs.removeRemote(r)
+				}
+				rs.flushGone(l.path)
+				rs.missing(l)
+				l, lok = <-locals
+				continue
+			}
+			rs.compare(l, r)
+			l, lok = <-locals
+			r, rok = <-remote
+		}
+		if len(rs.steps) >= rs.o.BatchOps {
+			if err := rs.flush(false); err != nil {
+				return err
+			}
+		}
+		if rs.o.Progress != nil && rs.report.Scanned%1000 == 0 {
+			rs.o.Progress(*rs.report)
+		}
+	}
+	rs.leaveDirs("")
+	rs.flushGone("")
+	return nil
+}
+
+// leaveDirs closes the master directories the walk has left before next:
+// their times are set after their contents changed.
+func (rs *resyncer) leaveDirs(next string) {
+	for len(rs.dirs) > 0 {
+		top := rs.dirs[len(rs.dirs)-1]
+		if next != "" && under(next, top.path) && next != top.path {
+			return
+		}
+		rs.dirs = rs.dirs[:len(rs.dirs)-1]
+		if top.dirty || top.attrs {
+			rs.add(step{kind: stepAttrs, path: top.path})
+		}
+	}
+	rs.flushGone(next)
+}
+
+// changed marks the directory holding p as changed.
+func (rs *resyncer) changed(p string) {
+	for i := len(rs.dirs) - 1; i >= 0; i-- {
+		if under(p, rs.dirs[i].path) && p != rs.dirs[i].path {
+			rs.dirs[i].dirty = true
+			return
+		}
+	}
+}
+
+func (rs *resyncer) add(s step) {
+	if !rs.o.DryRun {
+		rs.steps = append(rs.steps, s)
+	}
+}
+
+func (rs *resyncer) enterDir(p string, attrsDiffer bool) {
+	rs.dirs = append(rs.dirs, dirFrame{path: p, attrs: attrsDiffer})
+}
+
+// missing ships an entry the replica lacks (or had to lose).
+func (rs *resyncer) missing(l local) {
+	rs.differ("%s: missing on the replica", l.path)
+	rs.changed(l.path)
+	switch kindOf(l.st.Mode) {
+	case wire.KindDir:
+		rs.add(step{kind: stepMkdir, path: l.path, src: l.path})
+		rs.enterDir(l.path, true)
+	case 0:
+		rs.report.Errors = append(rs.report.Errors, l.path+": not a file, directory, symlink or fifo; not replicated")
+	default:
+		if rs.linked(l, nil) {
+			return
+		}
+		rs.put(l)
+	}
+}
+
+func (rs *resyncer) put(l local) {
+	rs.add(step{kind: stepPut, path: l.path, src: l.path})
+	if key := [2]uint64{l.st.Dev, l.st.Ino}; l.st.Nlink > 1 {
+		// A new file on the replica: its other names must be linked anew.
+		if li, ok := rs.links[key]; ok && li.first == l.path {
+			li.replicaKnow = false
+			rs.links[key] = li
+		}
+	}
+	if rs.watch == nil {
+		rs.watch = map[string]unix.Stat_t{}
+	}
+	rs.watch[l.path] = l.st
+}
+
+// linked handles the second and later names of a multiply-linked master
+// file: they must be links to the first name on the replica too. It
+// reports whether l was such a name.
+func (rs *resyncer) linked(l local, r *wire.ManifestEntry) bool {
+	if l.st.Nlink < 2 || kindOf(l.st.Mode) != wire.KindFile {
+		return false
+	}
+	key := [2]uint64{l.st.Dev, l.st.Ino}
+	li, seen := rs.links[key]
+	if !seen {
+		li = linkInfo{first: l.path}
+		if r != nil {
+			li.replicaIno, li.replicaKnow = r.Inode, true
+		}
+		rs.links[key] = li
+		return false
+	}
+	if r != nil && li.replicaKnow && r.Inode == li.replicaIno {
+		rs.report.Identical++ // already the same file there
+		return true
+	}
+	if r != nil {
+		rs.differ("%s: not a hard link to %s on the replica", l.path, li.first)
+	}
+	rs.changed(l.path)
+	rs.add(step{kind: stepLink, path: li.first, path2: l.path})
+	return true
+}
+
+// compare handles an entry both sides have, of the same type.
+func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
+	st := &l.st
+	attrs := st.Uid != r.UID || st.Gid != r.GID
+	if r.Kind != wire.KindSymlink {
+		attrs = attrs || st.Mode&07777 != r.Mode&07777 || st.Mtim.Nano() != r.Mtime || !sameXattrs(rs.res.abs(l.path), r.Xattrs)
+	}
+	switch r.Kind {
+	case wire.KindDir:
+		if attrs {
+			rs.differ("%s: directory attributes differ", l.path)
+		} else {
+			rs.report.Identical++
+		}
+		rs.enterDir(l.path, attrs)
+		rs.removeXattrs(l.path, r.Xattrs)
+		return
+	case wire.KindFile:
+		if rs.linked(l, r) {
+			return
+		}
+		content := st.Size != int64(r.Size)
+		if !content {
+			g, err := rs.hash(l.path)
+			if err != nil {
+				return // gone: rolling replication carries it
+			}
+			content = wireGUID(g) != r.GUID
+		}
+		// A file the master holds once but the replica shares between
+		// names must be split, or a write to one would change the others.
+		if content || st.Nlink == 1 && r.Nlink > 1 {
+			rs.differ("%s: content differs", l.path)
+			rs.changed(l.path)
+			rs.put(l)
+			return
+		}
+	case wire.KindSymlink:
+		target, err := os.Readlink(rs.res.abs(l.path))
+		if err == nil && target != r.Target {
+			rs.differ("%s: symlink target differs", l.path)
+			rs.changed(l.path)
+			rs.put(l)
+			return
+		}
+	}
+	if attrs {
+		rs.differ("%s: attributes differ", l.path)
+		rs.add(step{kind: stepAttrs, path: l.path})
+		rs.removeXattrs(l.path, r.Xattrs)
+		return
+	}
+	rs.report.Identical++
+}
+
+// hash is the master file's GUID: from the cache, or re-hashed with
+// --verify.
+func (rs *resyncer) hash(p string) (guid.GUID, error) {
+	if rs.o.Verify {
+		return guid.File(rs.o.Mode, rs.res.abs(p))
+	}
+	return rs.o.Cache.HashFile(rs.res.abs(p), rs.o.Mode)
+}
+
+func sameXattrs(p string, remote []wire.Xattr) bool {
+	have := map[string]string{}
+	for _, x := range remote {
+		have[x.Name] = string(x.Value)
+	}
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz == 0 {
+		return len(have) == 0
+	}
+	buf := make([]byte, sz)
+	sz, _ = unix.Llistxattr(p, buf)
+	names := splitNul(buf[:sz])
+	if len(names) != len(have) {
+		return false
+	}
+	for _, n := range names {
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(p, n, v)
+		if err != nil || string(v[:m]) != have[n] {
+			return false
+		}
+	}
+	return true
+}
+
+// removeXattrs removes on the replica the attributes the master lacks.
+func (rs *resyncer) removeXattrs(p string, remote []wire.Xattr) {
+	for _, x := range remote {
+		if _, err := unix.Lgetxattr(rs.res.abs(p), x.Name, nil); err != nil && !rs.o.DryRun {
+			rs.extra = append(rs.extra, shipOp{msg: &wire.RemoveXattr{Path: p, Name: x.Name}})
+		}
+	}
+}
+
+// extraEntry is an entry only the replica has.
+func (rs *resyncer) extraEntry(r *wire.ManifestEntry) {
+	rs.report.Extra++
+	if !rs.o.Delete {
+		if rs.o.DryRun || len(rs.report.Differences) < 1000 {
+			rs.report.Differences = append(rs.report.Differences, r.Path+": only on the replica (kept; --delete removes it)")
+		}
+		return
+	}
+	rs.differ("%s: only on the replica", r.Path)
+	rs.report.Deleted++
+	rs.changed(r.Path)
+	// Removed at the very end: a file only the replica has at this name
+	// may be the copy source of a put by GUID later in the walk (a
+	// message moved to another folder is copied there, not sent).
+	rs.extras = append(rs.extras, step{kind: stepUnlink, path: r.Path})
+	if r.Kind == wire.KindDir {
+		rs.extras[len(rs.extras)-1].kind = stepRmdir
+	}
+}
+
+// removeExtras removes what only the replica has, in reverse walk order:
+// children before their directories.
+func (rs *resyncer) removeExtras() {
+	parents := map[string]bool{}
+	for i := len(rs.extras) - 1; i >= 0; i-- {
+		rs.add(rs.extras[i])
+		parents[parent(rs.extras[i].path)] = true
+	}
+	rs.extras = nil
+	// The removals changed their directories' times: set them again (a
+	// directory that is itself gone is skipped when resolved).
+	dirs := make([]string, 0, len(parents))
+	for d := range parents {
+		dirs = append(dirs, d)
+	}
+	slices.Sort(dirs)
+	for _, d := range dirs {
+		rs.add(step{kind: stepAttrs, path: d})
+	}
+}
+
+// removeRemote removes a replica entry: files at once, directories once
+// their subtree has been removed (flushGone).
+func (rs *resyncer) removeRemote(r *wire.ManifestEntry) {
+	rs.changed(r.Path)
+	if r.Kind == wire.KindDir {
+		rs.gone = append(rs.gone, r.Path)
+		return
+	}
+	rs.add(step{kind: stepUnlink, path: r.Path})
+}
+
+// flushGone removes the replica directories whose subtrees the merge has
+// passed, deepest first.
+func (rs *resyncer) flushGone(next string) {
+	for len(rs.gone) > 0 {
+		top := rs.gone[len(rs.gone)-1]
+		if next != "" && under(next, top) && next != top {
+			return
+		}
+		rs.gone = rs.gone[:len(rs.gone)-1]
+		rs.add(step{kind: stepRmdir, path: top})
+	}
+}
+
+// flush ships the steps gathered so far as one batch.
+func (rs *resyncer) flush(final bool) error {
+	if rs.o.DryRun || len(rs.steps) == 0 && len(rs.extra) == 0 {
+		return nil
+	}
+	steps := rs.steps
+	rs.steps = nil
+	ops, _, err := rs.res.resolve(steps)
+	if err != nil {
+		return err
+	}
+	defer closeFiles(ops)
+	ops = append(ops, rs.extra...)
+	rs.extra = nil
+	if len(ops) == 0 {
+		return nil
+	}
+	rs.seq++
+	var st batchStats
+	if err := offer(rs.bconn, ops, rs.seq, &st, false); err != nil {
+		return fmt.Errorf("resync batch %d: offer: %w", rs.seq, err)
+	}
+	if err := send(rs.bconn, rs.res, rs.seq, rs.channel, ops, &st); err != nil {
+		return fmt.Errorf("resync batch %d: %w", rs.seq, err)
+	}
+	rs.report.Shipped += st.ops
+	rs.report.ContentBytes += st.sent
+	rs.report.Dedup += st.dedup
+	// What changed since it was read may have been shipped by rolling
+	// replication before this batch landed: have it shipped again.
+	var again []string
+	for p, was := range rs.watch {
+		var now unix.Stat_t
+		if unix.Lstat(rs.res.abs(p), &now) == nil && (now.Ino != was.Ino || now.Size != was.Size || now.Mtim != was.Mtim || now.Ctim != was.Ctim) {
+			again = append(again, p)
+		}
+	}
+	rs.watch = nil
+	if len(again) > 0 && rs.o.Rescan != nil {
+		if err := rs.o.Rescan(again); err != nil {
+			rs.report.Errors = append(rs.report.Errors, fmt.Sprintf("%d files changed during the resync and could not be handed to the mount: %v; run resync again", len(again), err))
+		}
+		rs.report.Rescanned += len(again)
+	}
+	return nil
+}
