@@ -119,12 +119,17 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 	if err != nil {
 		return ss.applyError(b.Seq, err)
 	}
+	staged, err := ss.stage(txn)
+	if err != nil {
+		txn.Abort()
+		return ss.applyError(b.Seq, err)
+	}
 	r, err := ss.sp.reader()
 	if err != nil {
 		txn.Abort()
 		return ss.applyError(b.Seq, err)
 	}
-	for {
+	for i := 0; ; i++ {
 		if ss.srv.stopping() {
 			txn.Abort()
 			return &wire.ProtoError{Code: wire.CodeShutdown, Seq: b.Seq, Msg: fmt.Sprintf("replica shutting down; batch %d aborted, resend it", b.Seq)}
@@ -134,7 +139,14 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 			break
 		}
 		if err == nil {
-			err = applyOp(txn, m, r)
+			if st := staged[i]; st != nil {
+				_, err = io.Copy(io.Discard, r.content(m.(*wire.Put).Size))
+				if err == nil {
+					err = txn.PutStaged(m.(*wire.Put).Path, st)
+				}
+			} else {
+				err = applyOp(txn, m, r)
+			}
 		}
 		if err != nil {
 			txn.Abort()
@@ -149,6 +161,48 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 		return ss.applyError(b.Seq, err)
 	}
 	return nil
+}
+
+// stage writes the content of every inline put of the spooled batch to a
+// temp file and makes them all durable with one sync (replica.Staged); the
+// apply pass then only renames them into place, in batch order. It returns
+// the staged files by op index.
+func (ss *session) stage(txn *replica.Txn) (map[int]*replica.Staged, error) {
+	r, err := ss.sp.reader()
+	if err != nil {
+		return nil, err
+	}
+	staged := map[int]*replica.Staged{}
+	for i := 0; ; i++ {
+		m, err := r.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch m := m.(type) {
+		case *wire.Put:
+			if m.Content != wire.ContentInline {
+				continue
+			}
+			md := meta(m.Mode, m.UID, m.GID, m.Mtime)
+			md.GUIDMode = guid.Mode(m.GUID.Mode)
+			if staged[i], err = txn.Stage(md, r.content(m.Size)); err != nil {
+				return nil, err
+			}
+		case *wire.WriteRanges:
+			if _, err := io.Copy(io.Discard, r.content(m.DataLen())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(staged) > 0 {
+		if err := txn.SyncStaged(); err != nil {
+			return nil, err
+		}
+	}
+	return staged, nil
 }
 
 // applyOp applies one op; content comes from the spool records after it.
