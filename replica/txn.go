@@ -135,7 +135,6 @@ func (t *Txn) hold(m map[fileID]int, fd int, own bool) {
 // syncHeld fsyncs held files, then held dirs, and closes them. Files go
 // first so that a dir entry is never durable before the data it names.
 func (t *Txn) syncHeld() error {
-	t.dropStaged()
 	// Past a few inodes, one syncfs is cheaper than an fsync each: on
 	// ext4 every fsync is a journal commit and a disk cache flush, while
 	// syncfs writes everything back and commits once.
@@ -189,6 +188,7 @@ func (t *Txn) Commit() error {
 	}
 	t.done = true
 	defer t.s.txnMu.Unlock()
+	t.dropStaged()
 	if err := t.syncHeld(); err != nil {
 		t.tx.Rollback()
 		return opErr(op, "", err)
