@@ -54,6 +54,9 @@ func checkPath(p string) error {
 	if p == reserved || strings.HasPrefix(p, reserved+"/") {
 		return bad(reserved + " is reserved for the replica's own state")
 	}
+	if p == QuarantineDir || strings.HasPrefix(p, QuarantineDir+"/") {
+		return bad(QuarantineDir + " holds quarantined mail; only Quarantine moves files there")
+	}
 	return nil
 }
 

@@ -93,7 +93,7 @@ func (s *Store) walkDir(fd int, e Entry, mode guid.Mode, fn func(Entry) error) e
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if e.Path == "." && name == reserved {
+		if e.Path == "." && (name == reserved || name == QuarantineDir) {
 			continue
 		}
 		err := s.walkAt(parent{fd, name}, path.Join(e.Path, name), mode, fn)

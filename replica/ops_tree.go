@@ -3,9 +3,13 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"path"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"spoolsync/fence"
 )
 
 // Mkdir makes p a directory with meta. If p already is a directory, only
@@ -264,4 +268,63 @@ func (t *Txn) special(p string, meta Meta, create func(name string) error) error
 	}
 	t.touchEntry(par)
 	return t.ix().del(p)
+}
+
+// QuarantineDir is where Quarantine moves what a failback found only on
+// this tree: <root>/.spoolsync-quarantine/<epoch>/<original path>. It is
+// not part of the replicated tree (manifests leave it out, clients cannot
+// name it) and `spoolsync quarantine` lists and restores it.
+const QuarantineDir = fence.QuarantineDir
+
+// Quarantine moves p (a file, or a directory and everything below it) to
+// QuarantineDir/<epoch>/p, creating the directories on the way without
+// following symlinks. A name already taken there gets a ".N" suffix, so
+// nothing is ever overwritten. p already gone is success (a replay).
+func (t *Txn) Quarantine(p string, epoch uint64) error {
+	return opErr("quarantine", p, t.quarantine(p, epoch))
+}
+
+func (t *Txn) quarantine(p string, epoch uint64) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	sp, err := openParent(t.s.rootfd, p)
+	if err != nil {
+		return err
+	}
+	defer sp.close()
+	if missing(sp) {
+		return nil
+	}
+	dirs := append([]string{QuarantineDir, strconv.FormatUint(epoch, 10)}, strings.Split(p, "/")...)
+	name := dirs[len(dirs)-1]
+	dfd, err := unix.Dup(t.s.rootfd)
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs[:len(dirs)-1] {
+		next, err := mkdirOpen(dfd, d)
+		unix.Close(dfd)
+		if err != nil {
+			return fmt.Errorf("quarantine directory %s: %w", d, err)
+		}
+		dfd = next
+	}
+	defer unix.Close(dfd)
+	target := name
+	for n := 1; ; n++ {
+		err = unix.Renameat2(sp.fd, sp.name, dfd, target, unix.RENAME_NOREPLACE)
+		if err != unix.EEXIST {
+			break
+		}
+		target = fmt.Sprintf("%s.%d", name, n)
+	}
+	if err != nil {
+		return err
+	}
+	t.touchDir(sp.fd)
+	t.touchDir(dfd)
+	t.s.log.Warn("replica: quarantined; restore with spoolsync quarantine restore", "path", p,
+		"to", path.Join(QuarantineDir, strconv.FormatUint(epoch, 10), path.Dir(p), target))
+	return t.ix().delTree(p)
 }

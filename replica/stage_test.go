@@ -77,3 +77,41 @@ func TestStagedSurviveEarlySync(t *testing.T) {
 	}
 	checkNoTemps(t, tc)
 }
+
+// TestQuarantine: a file and a directory move under
+// .spoolsync-quarantine/<epoch>/ with their paths; a name taken there is
+// not overwritten; clients cannot name the quarantine; manifests leave it out.
+func TestQuarantine(t *testing.T) {
+	tc := newTestCase(t)
+	tc.write("user/bob/new/1.host", "late mail")
+	tc.write("user/bob/.Sent/cur/2.host", "sent")
+	tc.batch(func(txn *Txn) error {
+		if err := txn.Quarantine("user/bob/new/1.host", 3); err != nil {
+			return err
+		}
+		return txn.Quarantine("user/bob/.Sent", 3)
+	})
+	if got := tc.read(".spoolsync-quarantine/3/user/bob/new/1.host"); got != "late mail" {
+		t.Errorf("quarantined file = %q", got)
+	}
+	if got := tc.read(".spoolsync-quarantine/3/user/bob/.Sent/cur/2.host"); got != "sent" {
+		t.Errorf("quarantined dir file = %q", got)
+	}
+	if tc.exists("user/bob/new/1.host") || tc.exists("user/bob/.Sent") {
+		t.Error("quarantined entries still in the live tree")
+	}
+	tc.write("user/bob/new/1.host", "again")
+	tc.batch(func(txn *Txn) error { return txn.Quarantine("user/bob/new/1.host", 3) })
+	if got := tc.read(".spoolsync-quarantine/3/user/bob/new/1.host.1"); got != "again" {
+		t.Errorf("second quarantine of the same name = %q", got)
+	}
+	if err := tc.try(func(txn *Txn) error { return txn.Unlink(".spoolsync-quarantine/3/user/bob/new/1.host") }); err == nil {
+		t.Error("a client op reached into the quarantine")
+	}
+	tc.s.Manifest("", 0, func(e Entry) error {
+		if strings.HasPrefix(e.Path, QuarantineDir) {
+			t.Errorf("manifest lists %s", e.Path)
+		}
+		return nil
+	})
+}

@@ -78,12 +78,21 @@ func (c *Channel) run(ctx context.Context) {
 			backoff = minBackoff
 		}
 		c.setError(err)
-		level := slog.LevelWarn
-		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrNotAdmin) || errors.Is(err, wire.ErrFenced) {
-			level = slog.LevelError
+		if errors.Is(err, wire.ErrFenced) {
+			// Promoted elsewhere: nothing this host receives is protected
+			// any more. Keep serving mail and keep the log, say so loudly,
+			// and look again now and then (a failback may be under way).
+			c.logger.Error("FENCED: the replica was promoted; this master's new mail is NOT replicated. Fail over the mail service, or bring this host back as a replica (spoolsync server) of the new master",
+				"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "err", err)
+			backoff = maxBackoff
+		} else {
+			level := slog.LevelWarn
+			if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrNotAdmin) {
+				level = slog.LevelError
+			}
+			c.logger.Log(ctx, level, "replication channel down; retrying", "channel", c.cfg.Name,
+				"replica", c.cfg.Client.Addr, "err", err, "retry_in", backoff)
 		}
-		c.logger.Log(ctx, level, "replication channel down; retrying", "channel", c.cfg.Name,
-			"replica", c.cfg.Client.Addr, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -139,6 +148,17 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		limit = pos.Interrupted
 	}
 	c.connected(conn.Session())
+	// A replica of an older epoch is the old master coming back (or a
+	// new, empty replica): bring it to this tree by a resync that keeps,
+	// in its quarantine, everything only it holds.
+	if peer := conn.Session().PeerEpoch; peer < c.cfg.Client.Epoch || c.failbackPending() {
+		if err := c.failback(ctx, peer); err != nil {
+			return false, fmt.Errorf("failback resync: %w", err)
+		}
+		if cursor, err = c.log.Cursor(c.cfg.Name); err != nil {
+			return false, err
+		}
+	}
 	c.logger.Info("replication channel connected", "channel", c.cfg.Name, "replica", c.cfg.Client.Addr,
 		"tls", conn.Session().TLS, "compressed", conn.Session().Compressed, "from_seq", cursor+1)
 
@@ -158,6 +178,47 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		}
 		shipped = true
 	}
+}
+
+func (c *Channel) failbackMarker() string {
+	return filepath.Join(c.log.Dir(), c.cfg.Name+".failback")
+}
+
+func (c *Channel) failbackPending() bool {
+	_, err := os.Stat(c.failbackMarker())
+	return err == nil
+}
+
+// failback resyncs the whole tree to a replica that came back from an
+// older epoch, quarantining what only it holds, then moves the cursor to
+// where the resync started: everything logged before is in the tree the
+// resync read. A marker keeps a failback that was cut short pending.
+func (c *Channel) failback(ctx context.Context, peer uint64) error {
+	if err := writeFileAtomic(c.failbackMarker(), []byte(fmt.Sprintf("%d\n", peer))); err != nil {
+		return err
+	}
+	start := c.log.DurableSeq()
+	c.logger.Warn("a replica of an older epoch connected (failback): resyncing it; what only it holds goes to its quarantine",
+		"channel", c.cfg.Name, "replica_epoch", peer, "epoch", c.cfg.Client.Epoch)
+	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,
+		Quarantine: c.cfg.Client.Epoch, Logger: c.logger})
+	if err != nil {
+		return err
+	}
+	if cursor, err := c.log.Cursor(c.cfg.Name); err == nil && start > cursor {
+		if err := c.log.CommitCursor(c.cfg.Name, start); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	c.st.Quarantined += rep.Quarantined
+	c.mu.Unlock()
+	if rep.Quarantined > 0 {
+		c.logger.Error("failback: files that only the old master held were moved to the replica's quarantine; re-deliver them with spoolsync quarantine restore",
+			"channel", c.cfg.Name, "quarantined", rep.Quarantined, "replica", c.cfg.Client.Addr)
+	}
+	c.logger.Info("failback resync done", "channel", c.cfg.Name, "shipped_ops", rep.Shipped, "quarantined", rep.Quarantined, "seconds", rep.Seconds)
+	return os.Remove(c.failbackMarker())
 }
 
 // gather reads the next batch: it waits for the first event, then takes

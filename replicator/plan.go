@@ -14,18 +14,19 @@ import (
 type stepKind uint8
 
 const (
-	stepPut    stepKind = iota + 1 // the whole current object (file, symlink, fifo) at path
-	stepWrite                      // the changed ranges of an existing file, and its size
-	stepMkdir                      // a directory at path (meta from the backing dir)
-	stepRmdir                      //
-	stepUnlink                     //
-	stepRename                     // path → path2 (flags: RENAME_EXCHANGE or 0)
-	stepLink                       // path2 becomes a hard link to path
-	stepAttrs                      // mode, owner, times and xattrs of path
+	stepPut        stepKind = iota + 1 // the whole current object (file, symlink, fifo) at path
+	stepWrite                          // the changed ranges of an existing file, and its size
+	stepMkdir                          // a directory at path (meta from the backing dir)
+	stepRmdir                          //
+	stepUnlink                         //
+	stepRename                         // path → path2 (flags: RENAME_EXCHANGE or 0)
+	stepLink                           // path2 becomes a hard link to path
+	stepAttrs                          // mode, owner, times and xattrs of path
+	stepQuarantine                     // move path into the replica's quarantine (failback; resync only)
 )
 
 func (k stepKind) String() string {
-	return [...]string{"?", "put", "write", "mkdir", "rmdir", "unlink", "rename", "link", "attrs"}[k]
+	return [...]string{"?", "put", "write", "mkdir", "rmdir", "unlink", "rename", "link", "attrs", "quarantine"}[k]
 }
 
 // step is one operation of a plan. Content and attributes are not in the

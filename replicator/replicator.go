@@ -61,7 +61,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			return nil, err
 		}
 		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
-			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr}})
+			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
 	}
 	return r, nil
 }
@@ -110,6 +110,9 @@ type ChannelStatus struct {
 	Since         time.Time `json:"since,omitzero"`
 	TLS           bool      `json:"tls"`
 	Compressed    bool      `json:"compressed"`
+	Fenced        bool      `json:"fenced,omitempty"` // the replica was promoted: nothing ships
+	Epoch         uint64    `json:"epoch"`            // this master's
+	Quarantined   int       `json:"quarantined"`      // files failback moved to the replica's quarantine
 	LastError     string    `json:"last_error,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	ShippedSeq    uint64    `json:"shipped_seq"`
@@ -130,13 +133,14 @@ type ChannelStatus struct {
 func (c *Channel) connected(s wire.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed = true, time.Now(), s.TLS, s.Compressed
+	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed, c.st.Fenced = true, time.Now(), s.TLS, s.Compressed, false
 }
 
 func (c *Channel) setError(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Connected = false
+	c.st.Fenced = errors.Is(err, wire.ErrFenced)
 	if err != nil {
 		c.st.LastError, c.st.LastErrorTime = err.Error(), time.Now()
 	}

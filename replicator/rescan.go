@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/fence"
 	"spoolsync/replicator/synclog"
 )
 
@@ -87,6 +88,9 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 				return nil // removed while we walked: its event is in the log
 			}
 			return err
+		}
+		if d.IsDir() && fence.Reserved(filepath.Base(p)) && filepath.Dir(p) == filepath.Clean(backing) {
+			return filepath.SkipDir // spoolsync's own, never replicated
 		}
 		if d.IsDir() || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
 			return nil

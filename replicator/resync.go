@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/wire"
 )
@@ -31,15 +32,18 @@ import (
 // is acknowledged) is handed back to the mount (Rescan) to be shipped
 // again, so the replica never keeps an older version than the master's.
 type ResyncOptions struct {
-	Backing  string
-	Paths    []string // relative, clean; none = the whole tree
-	DryRun   bool     // change nothing, list the differences
-	Delete   bool     // remove what exists only on the replica
-	Verify   bool     // re-hash every master file, ignoring the GUID cache
-	Client   wire.ClientConfig
-	Cache    *guid.Cache
-	Mode     guid.Mode
-	BatchOps int // most operations in one batch
+	Backing string
+	Paths   []string // relative, clean; none = the whole tree
+	DryRun  bool     // change nothing, list the differences
+	Delete  bool     // remove what exists only on the replica
+	Verify  bool     // re-hash every master file, ignoring the GUID cache
+	// Quarantine, when not 0, is failback: what only the replica holds
+	// is moved to its quarantine under this epoch, never deleted.
+	Quarantine uint64
+	Client     wire.ClientConfig
+	Cache      *guid.Cache
+	Mode       guid.Mode
+	BatchOps   int // most operations in one batch
 	// Rescan, when set, asks the running mount to ship these paths again.
 	Rescan   func(paths []string) error
 	Progress func(ResyncReport) // called now and then with the counts so far
@@ -57,6 +61,7 @@ type ResyncReport struct {
 	Dedup        int      `json:"deduplicated"`
 	Extra        int      `json:"extra_on_replica"`
 	Deleted      int      `json:"deleted"`
+	Quarantined  int      `json:"quarantined"`
 	Rescanned    int      `json:"handed_back_to_rolling"`
 	Differences  []string `json:"differences,omitempty"` // dry run: every difference; else the first 1000
 	Errors       []string `json:"errors,omitempty"`
@@ -123,7 +128,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		return nil, err
 	}
 	rs := &resyncer{o: o, report: &ResyncReport{}, bconn: bconn,
-		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode},
+		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
 	remote := make(chan *wire.ManifestEntry, 256)
 	remoteErr := make(chan error, 1)
@@ -192,6 +197,9 @@ func walkLocal(backing string, paths []string, out chan<- local) error {
 			rel, _ := filepath.Rel(backing, p)
 			if rel == "." {
 				return nil
+			}
+			if fence.Reserved(rel) {
+				return filepath.SkipDir // spoolsync's own, never replicated
 			}
 			var e local
 			e.path = filepath.ToSlash(rel)
@@ -280,6 +288,17 @@ func (rs *resyncer) merge(ctx context.Context, locals <-chan local, remote <-cha
 			rs.report.Scanned++
 			if kindOf(l.st.Mode) != r.Kind {
 				rs.differ("%s: type differs", l.path)
+				if rs.o.Quarantine != 0 {
+					// Failback: what the old master held there is kept.
+					rs.report.Quarantined++
+					rs.changed(r.Path)
+					rs.add(step{kind: stepQuarantine, path: r.Path})
+					for r, rok = <-remote; rok && under(r.Path, l.path); r, rok = <-remote {
+					}
+					rs.missing(l)
+					l, lok = <-locals
+					continue
+				}
 				rs.removeRemote(r)
 				// The replica's subtree follows its directory: consume it.
 				for r, rok = <-remote; rok && under(r.Path, l.path); r, rok = <-remote {
@@ -507,6 +526,19 @@ func (rs *resyncer) removeXattrs(p string, remote []wire.Xattr) {
 // extraEntry is an entry only the replica has.
 func (rs *resyncer) extraEntry(r *wire.ManifestEntry) {
 	rs.report.Extra++
+	if rs.o.Quarantine != 0 {
+		rs.differ("%s: only on the replica (quarantined)", r.Path)
+		rs.report.Deleted++ // out of the live tree, kept in the quarantine
+		rs.changed(r.Path)
+		// A directory goes whole; what is below it follows in the
+		// manifest and goes with it.
+		if n := len(rs.extras); n > 0 && rs.extras[n-1].kind == stepQuarantine && under(r.Path, rs.extras[n-1].path) {
+			return
+		}
+		rs.report.Quarantined++
+		rs.extras = append(rs.extras, step{kind: stepQuarantine, path: r.Path})
+		return
+	}
 	if !rs.o.Delete {
 		if rs.o.DryRun || len(rs.report.Differences) < 1000 {
 			rs.report.Differences = append(rs.report.Differences, r.Path+": only on the replica (kept; --delete removes it)")

@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/wire"
 )
@@ -45,9 +47,10 @@ type batchStats struct {
 
 // resolver reads the backing dir to turn steps into wire operations.
 type resolver struct {
-	backing string
-	cache   *guid.Cache
-	mode    guid.Mode
+	backing    string
+	cache      *guid.Cache
+	mode       guid.Mode
+	quarantine uint64 // the epoch stepQuarantine files under
 }
 
 func (r *resolver) abs(p string) string { return filepath.Join(r.backing, p) }
@@ -62,6 +65,9 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 	for _, s := range steps {
 		if s.path == "." {
 			continue // the root's own attributes: the replica root is the administrator's
+		}
+		if reservedPath(s.path) || reservedPath(s.path2) {
+			continue // spoolsync's own state in the tree: never replicated
 		}
 		switch s.kind {
 		case stepPut:
@@ -97,6 +103,8 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			ops = append(ops, shipOp{msg: &wire.Rmdir{Path: s.path}})
 		case stepUnlink:
 			ops = append(ops, shipOp{msg: &wire.Unlink{Path: s.path}})
+		case stepQuarantine:
+			ops = append(ops, shipOp{msg: &wire.Quarantine{Path: s.path, Epoch: r.quarantine}})
 		case stepRename:
 			ops = append(ops, shipOp{msg: &wire.Rename{Src: s.path, Dst: s.path2, Flags: s.flags}})
 		case stepLink:
@@ -118,6 +126,13 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		}
 	}
 	return ops, pending, nil
+}
+
+// reservedPath reports whether p lies in spoolsync's own top-level
+// directories of a tree (fence.Reserved).
+func reservedPath(p string) bool {
+	top, _, _ := strings.Cut(p, "/")
+	return fence.Reserved(top)
 }
 
 func (r *resolver) lstat(p string) (*unix.Stat_t, error) {

@@ -72,6 +72,7 @@
 //	0x2A SetAttr       C→S  path  mask:uvarint  mode uid gid:uvarint  mtime:varint  atime:varint
 //	0x2B SetXattr      C→S  path  name:string  value:bytes
 //	0x2C RemoveXattr   C→S  path  name:string
+//	0x2D Quarantine    C→S  path  epoch:uvarint  (move path to .spoolsync-quarantine/<epoch>/<path>)
 //	0x30 Data          C→S  the content bytes themselves (no length prefix; never empty)
 //	0x31 Offer         C→S  id:uvarint  n:uvarint  n×guid
 //	0x32 Lacks         S→C  id:uvarint  n:uvarint  bitmap:ceil(n/8) bytes

@@ -44,6 +44,7 @@ const (
 	TypeSetAttr     MsgType = 0x2A
 	TypeSetXattr    MsgType = 0x2B
 	TypeRemoveXattr MsgType = 0x2C
+	TypeQuarantine  MsgType = 0x2D
 
 	// Content.
 	TypeData  MsgType = 0x30 // C→S, after Put / WriteRanges
@@ -133,6 +134,8 @@ func newMessage(t MsgType) Message {
 		return new(SetXattr)
 	case TypeRemoveXattr:
 		return new(RemoveXattr)
+	case TypeQuarantine:
+		return new(Quarantine)
 	case TypeData:
 		return new(Data)
 	case TypeOffer:

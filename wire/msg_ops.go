@@ -366,6 +366,25 @@ func (m *RemoveXattr) validate() error {
 	return firstErr(checkPath("RemoveXattr", "path", m.Path), checkXattr("RemoveXattr", m.Path, m.Name, nil))
 }
 
+// Quarantine moves Path (a file, or a directory with everything below it)
+// out of the live tree into the replica's quarantine, as
+// .spoolsync-quarantine/<Epoch>/<Path>. A master sends it, in failback,
+// for what only the replica holds: mail the old master received after its
+// last shipped batch is kept for the administrator, never deleted.
+type Quarantine struct {
+	Path  string
+	Epoch uint64
+}
+
+func (*Quarantine) Type() MsgType { return TypeQuarantine }
+func (m *Quarantine) appendPayload(b []byte) []byte {
+	return appendUvarint(appendString(b, m.Path), m.Epoch)
+}
+func (m *Quarantine) decode(d *decoder) {
+	m.Path, m.Epoch = d.str("path", MaxPathLen), d.uvarint("epoch")
+}
+func (m *Quarantine) validate() error { return checkPath("Quarantine", "path", m.Path) }
+
 // appendOwner writes the mode, uid, gid, mtime group shared by several ops.
 func appendOwner(b []byte, mode, uid, gid uint32, mtime int64) []byte {
 	b = appendUvarint(b, uint64(mode))

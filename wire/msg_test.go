@@ -43,6 +43,7 @@ var golden = map[string]string{
 	"SetAttr":                "2a09016105a00300001413",
 	"SetXattr":               "2b10016109757365722e7365656e03000102",
 	"RemoveXattr":            "2c0c016109757365722e7365656e",
+	"Quarantine":             "2d1513757365722f626f622f6e65772f312e686f737403",
 	"Data":                   "300568656c6c6f",
 	"Offer":                  "31380902010102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2003a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3",
 	"Lacks":                  "320409090201",
@@ -153,6 +154,7 @@ func pathFields() map[string]func(p string) Message {
 		"SetAttr":         func(p string) Message { return &SetAttr{Path: p, Mask: AttrMode} },
 		"SetXattr":        func(p string) Message { return &SetXattr{Path: p, Name: "user.x"} },
 		"RemoveXattr":     func(p string) Message { return &RemoveXattr{Path: p, Name: "user.x"} },
+		"Quarantine":      func(p string) Message { return &Quarantine{Path: p, Epoch: 1} },
 		"ManifestRequest": func(p string) Message { return &ManifestRequest{Paths: []string{p}} },
 		"ManifestEntry":   func(p string) Message { return &ManifestEntry{Path: p, Kind: KindFile} },
 	}

@@ -39,6 +39,8 @@ func init() {
 		{"status", "lag, backlog and errors per replication channel of the running mount", runStatus},
 		{"resync", "fsck-style manual resync of the whole spool or some PATHs with a replica", runResync},
 		{"server", "the replica daemon: apply masters' batches under --root (standby)", runServer},
+		{"promote", "failover: make a replica tree the master of a new epoch, fencing the old master", runPromote},
+		{"quarantine", "quarantine list|restore: files a failback kept from the old master", runQuarantine},
 		{"passwd", "add or change a replica credential in sasl_passwd_file", runPasswd},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"spoolsync/config"
+	"spoolsync/fence"
 	"spoolsync/fs"
 	"spoolsync/replicator"
 	"spoolsync/replicator/synclog"
@@ -66,6 +67,18 @@ func runMount(args []string) error {
 	if err != nil {
 		return err
 	}
+	tree, err := fence.Read(dirs.backing, fence.Master)
+	if err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	if tree.Role != fence.Master {
+		return usagef("mount: %s is a replica tree (%s): mounting it as a spool would make two masters; promote it first: spoolsync promote --root %s", dirs.backing, tree, dirs.backing)
+	}
+	release, err := fence.Hold(dirs.backing, "spoolsync mount on "+dirs.mountpoint)
+	if err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	defer release()
 
 	var lg fs.Log = discardLog{}
 	var slog_ *synclog.Log
@@ -116,7 +129,7 @@ func runMount(args []string) error {
 			m.Unmount(*grace)
 			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
 		}
-		if waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, logger); err != nil {
+		if waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
 			m.Unmount(*grace)
 			return err
 		}

@@ -28,7 +28,7 @@ import (
 var zstdLevels = [...]int{0, 1, 3, 7, 11}
 
 // channelConfigs turns the configuration's channels into replicator ones.
-func channelConfigs(cfg *config.Config) ([]replicator.ChannelConfig, error) {
+func channelConfigs(cfg *config.Config, epoch uint64) ([]replicator.ChannelConfig, error) {
 	var out []replicator.ChannelConfig
 	for _, ch := range cfg.Channels {
 		name := ch.Name
@@ -37,7 +37,7 @@ func channelConfigs(cfg *config.Config) ([]replicator.ChannelConfig, error) {
 		}
 		cc := wire.ClientConfig{
 			Addr: ch.Addr(), AuthName: ch.AuthName, Realm: ch.Realm, Password: ch.Password,
-			Compress: zstdLevels[cfg.CompressLevel],
+			Compress: zstdLevels[cfg.CompressLevel], Epoch: epoch,
 		}
 		ca := ch.CAFile
 		if ca == "" {
@@ -58,8 +58,8 @@ func channelConfigs(cfg *config.Config) ([]replicator.ChannelConfig, error) {
 
 // startReplication runs rolling replication and the status socket until
 // ctx is done; the returned func waits for both to stop.
-func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, backing string, logger *slog.Logger) (wait func(), err error) {
-	chans, err := channelConfigs(cfg)
+func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, backing string, epoch uint64, logger *slog.Logger) (wait func(), err error) {
+	chans, err := channelConfigs(cfg, epoch)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/fence"
 	"spoolsync/internal/treecmp"
 )
 
@@ -56,7 +57,7 @@ func (p *pair) waitSynced(t *testing.T) {
 	for time.Now().Before(deadline) {
 		st, err := readStatus(filepath.Join(p.m.state, "log"))
 		if err == nil && len(st) == 1 && st[0].BacklogEvents == 0 {
-			if diffs, err = treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{".spoolsync"}, DirMtimes: true}); err == nil && len(diffs) == 0 {
+			if diffs, err = treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{fence.Dir, fence.QuarantineDir}, DirMtimes: true}); err == nil && len(diffs) == 0 {
 				return
 			}
 		}

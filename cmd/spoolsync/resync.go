@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"spoolsync/config"
+	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/replicator"
 	"spoolsync/wire"
@@ -67,7 +68,11 @@ func runResync(args []string) error {
 	if st, err := os.Stat(*spool); err != nil || !st.IsDir() {
 		return usagef("resync: the spool %s is not a directory", *spool)
 	}
-	ch, err := pickChannel(cfg, *channel)
+	tree, err := fence.Read(*spool, fence.Master)
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	ch, err := pickChannel(cfg, *channel, tree.Epoch)
 	if err != nil {
 		return err
 	}
@@ -122,8 +127,8 @@ func runResync(args []string) error {
 }
 
 // pickChannel returns the channel to resync with.
-func pickChannel(cfg *config.Config, name string) (replicator.ChannelConfig, error) {
-	chans, err := channelConfigs(cfg)
+func pickChannel(cfg *config.Config, name string, epoch uint64) (replicator.ChannelConfig, error) {
+	chans, err := channelConfigs(cfg, epoch)
 	if err != nil {
 		return replicator.ChannelConfig{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"spoolsync/config"
+	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/replica"
 	"spoolsync/replica/server"
@@ -66,8 +68,28 @@ func runServer(args []string) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	defer store.Close()
+	tree, err := fence.Init(sc.root, fence.Replica)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	sc.wire.Epoch = func() uint64 {
+		st, err := fence.Read(sc.root, fence.Replica)
+		if err != nil {
+			logger.Error("cannot read the tree's epoch: refusing every master until it is repaired", "err", err)
+			return math.MaxUint64
+		}
+		return st.Epoch
+	}
+	newEpoch := func(peer uint64) error {
+		before, after, err := fence.Adopt(sc.root, peer)
+		if err == nil && after != before {
+			logger.Warn("a master of a newer epoch connected: this tree follows it now (failback); what only this tree holds is quarantined by that master's resync, never deleted",
+				"before", before.String(), "after", after.String())
+		}
+		return err
+	}
 	srv, err := server.New(server.Options{Store: store, Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"),
-		GUIDMode: sc.mode, Logger: logger})
+		GUIDMode: sc.mode, Logger: logger, NewEpoch: newEpoch})
 	if err != nil {
 		return err
 	}
@@ -75,7 +97,7 @@ func runServer(args []string) error {
 	if err != nil {
 		return fmt.Errorf("server: listen on %s: %w (another server on that port? choose one with --listen)", *listen, err)
 	}
-	logger.Info("serving", "root", store.Root(), "listen", ln.Addr().String(), "state", sc.state,
+	logger.Info("serving", "root", store.Root(), "tree", tree.String(), "listen", ln.Addr().String(), "state", sc.state,
 		"tls", sc.wire.TLS != nil, "client_certs", cfg.TLSCAFile != "", "passwords", cfg.SASLPasswdFile, "admins", cfg.Admins)
 	fmt.Printf("spoolsync: ready: serving %s on %s\n", store.Root(), ln.Addr())
 

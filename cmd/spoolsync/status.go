@@ -43,7 +43,10 @@ func runStatus(args []string) error {
 	fmt.Fprintln(w, "CHANNEL\tREPLICA\tSTATE\tLAG\tBACKLOG\tBATCHES\tSENT\tDEDUP\tLAST ACK")
 	for _, c := range st {
 		state := "connected"
-		if !c.Connected {
+		switch {
+		case c.Fenced:
+			state = "FENCED"
+		case !c.Connected:
 			state = "down"
 		}
 		ack := "never"
@@ -55,6 +58,12 @@ func runStatus(args []string) error {
 	}
 	w.Flush()
 	for _, c := range st {
+		if c.Fenced {
+			fmt.Printf("%s: FENCED: the replica %s was promoted; mail this host receives is NOT replicated\n", c.Name, c.Replica)
+		}
+		if c.Quarantined > 0 {
+			fmt.Printf("%s: failback moved %d files only the old master held to the replica's quarantine (spoolsync quarantine list --root on that host)\n", c.Name, c.Quarantined)
+		}
 		if c.LastError != "" {
 			fmt.Printf("%s: last error %s ago: %s\n", c.Name, time.Since(c.LastErrorTime).Round(time.Second), c.LastError)
 		}

@@ -19,6 +19,14 @@ type byGUID struct {
 
 // batch receives batch b into the spool, then applies it and acks it.
 func (ss *session) batch(b *wire.BatchBegin) error {
+	// A promotion since this master connected fences it: nothing more
+	// from it lands in the tree.
+	if e := ss.srv.opts.Wire.Epoch; e != nil {
+		if cur := e(); ss.c.Session().PeerEpoch < cur {
+			return &wire.ProtoError{Code: wire.CodeFenced, Seq: b.Seq, Epoch: cur,
+				Msg: fmt.Sprintf("fenced: this replica was promoted to epoch %d; a master of epoch %d may no longer write to it", cur, ss.c.Session().PeerEpoch)}
+		}
+	}
 	src := ss.source(b.Channel)
 	if b.Seq <= ss.store.AppliedSeq(src) {
 		return ss.drain(b)
@@ -246,6 +254,8 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 		return t.SetXattr(m.Path, m.Name, m.Value)
 	case *wire.RemoveXattr:
 		return t.RemoveXattr(m.Path, m.Name)
+	case *wire.Quarantine:
+		return t.Quarantine(m.Path, m.Epoch)
 	}
 	return fmt.Errorf("%w: %v is not an op", errSpool, m.Type())
 }

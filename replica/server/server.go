@@ -33,6 +33,10 @@ type Options struct {
 	GUIDMode guid.Mode
 	// Logger: nil = slog.Default().
 	Logger *slog.Logger
+	// NewEpoch, when set, is called when a master of a higher epoch than
+	// Wire.Epoch's has connected, before its first message is read: the
+	// tree adopts it (fence.Adopt; failback). An error ends the connection.
+	NewEpoch func(peer uint64) error
 }
 
 // Server serves replication connections to one Store. Its methods are
@@ -177,6 +181,13 @@ func (s *Server) ServeConn(nc net.Conn) {
 	if err != nil {
 		// wire logged the refusal with the peer address.
 		return
+	}
+	if s.opts.NewEpoch != nil && s.opts.Wire.Epoch != nil && c.Session().PeerEpoch > s.opts.Wire.Epoch() {
+		if err := s.opts.NewEpoch(c.Session().PeerEpoch); err != nil {
+			s.log.Error("server: cannot adopt the master's epoch", "peer", c.Session().Peer, "epoch", c.Session().PeerEpoch, "err", err)
+			c.Close()
+			return
+		}
 	}
 	ss := newSession(s, c)
 	if !s.register(ss) {
