@@ -26,7 +26,7 @@ type Options struct {
 	// created if missing.
 	SpoolDir string
 	// SpoolMemory is how much of a batch a connection holds in memory
-	// before spooling to disk; 0 = 1 MiB.
+	// before spooling to disk; 0 = 64 MiB.
 	SpoolMemory int
 	// GUIDMode is the mode manifests report GUIDs in and the mode the
 	// Store indexes content in (guid_mode). Zero means guid.Default.
@@ -73,7 +73,10 @@ func New(opts Options) (*Server, error) {
 		opts.GUIDMode = guid.Default
 	}
 	if opts.SpoolMemory <= 0 {
-		opts.SpoolMemory = 1 << 20
+		// A typical batch (hundreds of messages) stays in memory: a batch
+		// spooled to disk is written twice more before it lands (measured:
+		// seeding 54,000 messages spent most of its time there).
+		opts.SpoolMemory = 64 << 20
 	}
 	if opts.SpoolDir == "" {
 		return nil, errors.New("server: no spool directory")
