@@ -2,13 +2,16 @@ package replicator
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/guid"
 	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
 )
 
 // ev builds an event from a compact form: "create a", "rename a b",
@@ -139,4 +142,57 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOfferSplits: a batch with more puts than one Offer may carry is
+// offered in several messages, and every answer is applied.
+func TestOfferSplits(t *testing.T) {
+	n := maxOffer*2 + 10
+	ops := make([]shipOp, n)
+	for i := range ops {
+		ops[i] = shipOp{msg: &wire.Put{Path: fmt.Sprintf("m%d", i), Content: wire.ContentInline, Size: 1}, size: 1}
+		ops[i].guid.Mode = guid.SHA256
+		ops[i].guid.Sum[0], ops[i].guid.Sum[1] = byte(i), byte(i>>8)
+	}
+	c := &fakeReplica{has: func(i int) bool { return i%2 == 0 }}
+	var st batchStats
+	if err := offer(c, ops, 1, &st, false); err != nil {
+		t.Fatal(err)
+	}
+	if c.offers != 3 {
+		t.Errorf("%d Offer messages for %d GUIDs, want 3", c.offers, n)
+	}
+	if st.dedup != n/2 {
+		t.Errorf("%d puts by GUID, want %d", st.dedup, n/2)
+	}
+}
+
+// fakeReplica answers Offers: GUID number i (in offer order) is held when
+// has(i).
+type fakeReplica struct {
+	has    func(int) bool
+	offers int
+	seen   int
+	last   *wire.Offer
+}
+
+func (f *fakeReplica) Send(m wire.Message) error {
+	if o, ok := m.(*wire.Offer); ok {
+		if len(o.GUIDs) > wire.MaxOfferGUIDs {
+			return fmt.Errorf("offer of %d GUIDs", len(o.GUIDs))
+		}
+		f.offers++
+		f.last = o
+	}
+	return nil
+}
+func (f *fakeReplica) SendData(io.Reader, int64) error { return nil }
+func (f *fakeReplica) Flush() error                    { return nil }
+func (f *fakeReplica) Recv() (wire.Message, error) {
+	l := &wire.Lacks{ID: f.last.ID, Lacking: make([]bool, len(f.last.GUIDs))}
+	for i := range l.Lacking {
+		l.Lacking[i] = !f.has(f.seen + i)
+	}
+	f.seen += len(l.Lacking)
+	return l, nil
 }

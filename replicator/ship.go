@@ -348,9 +348,8 @@ func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error
 	return nil
 }
 
-// maxOffer bounds the GUIDs in one Offer message, well inside the frame
-// limit.
-const maxOffer = 4096
+// maxOffer bounds the GUIDs in one Offer message (the protocol's limit).
+const maxOffer = wire.MaxOfferGUIDs
 
 // send writes the batch and waits for its acknowledgement.
 func send(c sender, r *resolver, seq uint64, channel string, ops []shipOp, st *batchStats) error {
