@@ -501,3 +501,55 @@ func gone(t *testing.T, p string) {
 		t.Errorf("%s still exists (%v)", p, err)
 	}
 }
+
+// TestReservedHidden: spoolsync's own directories at the top of a tree
+// (a promoted replica's .spoolsync, .spoolsync-quarantine) are invisible
+// through the mount and cannot be created there.
+func TestReservedHidden(t *testing.T) {
+	tc := newTestCase(t, DefaultOptions())
+	must(t, os.MkdirAll(tc.b(".spoolsync/tmp"), 0o700))
+	must(t, os.MkdirAll(tc.b(".spoolsync-quarantine/1"), 0o700))
+	must(t, os.Mkdir(tc.b("user"), 0o700))
+	ents, err := os.ReadDir(tc.mnt)
+	must(t, err)
+	for _, e := range ents {
+		if e.Name() != "user" {
+			t.Errorf("listing shows %s", e.Name())
+		}
+	}
+	if _, err := os.Stat(tc.m_(".spoolsync")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat .spoolsync through the mount: %v", err)
+	}
+	for what, err := range map[string]error{
+		"mkdir":  os.Mkdir(tc.m_(".spoolsync-quarantine"), 0o700),
+		"create": os.WriteFile(tc.m_(".spoolsync"), nil, 0o600),
+		"rename": os.Rename(tc.m_("user"), tc.m_(".spoolsync")),
+	} {
+		if !errors.Is(err, syscall.EPERM) {
+			t.Errorf("%s of a reserved name: %v, want EPERM", what, err)
+		}
+	}
+	if evs := tc.log.take(); len(evs) > 0 {
+		t.Errorf("events for reserved names: %q", describe(evs))
+	}
+}
+
+// TestFsyncDirSyncsLog: fsync on a directory makes the events so far
+// durable (go-fuse routes FSYNCDIR to the directory handle).
+func TestFsyncDirSyncsLog(t *testing.T) {
+	tc := newTestCase(t, DefaultOptions())
+	must(t, os.Mkdir(tc.m_("new"), 0o700))
+	writeFile(t, tc.m_("m"), "x")
+	must(t, os.Rename(tc.m_("m"), tc.m_("new/m")))
+	last := tc.log.LastSeq()
+	d, err := os.Open(tc.m_("new"))
+	must(t, err)
+	must(t, d.Sync())
+	d.Close()
+	tc.log.mu.Lock()
+	synced := tc.log.synced
+	tc.log.mu.Unlock()
+	if synced < last {
+		t.Errorf("after fsync(dir) the log is durable to %d, want %d (the rename)", synced, last)
+	}
+}

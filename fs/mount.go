@@ -115,7 +115,7 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	if !opts.Passthrough {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	raw := renameSerializer{RawFileSystem: gofs.NewNodeFS(rootNode, fopts), ns: &c.ns}
+	raw := renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
 	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
