@@ -6,9 +6,11 @@
 //	    possible); watch REPLICA with inotify; print one JSON line: lag from
 //	    the master's fsync returning to the message being in place on the
 //	    replica (p50, p99, max), and payload bytes.
-//	replbench fanout SPOOL REPLICA MAILBOXES
-//	    deliver one message into MAILBOXES maildirs (as an MTA does for a
-//	    list), wait until all are on the replica.
+//	replbench fanout SPOOL REPLICA MAILBOXES OFFSET
+//	    deliver one message (20 KiB of the corpus from message OFFSET on:
+//	    choose offsets not shipped before, or zstd's window finds the bytes
+//	    in the stream and the measure is void) into MAILBOXES maildirs, as
+//	    an MTA does for a list; wait until all are on the replica.
 //	replbench proxy LISTEN TARGET
 //	    a TCP proxy counting the bytes that cross it (client → server), for
 //	    measuring rsync; prints the count on SIGTERM.
@@ -43,13 +45,14 @@ func main() {
 		count, _ := strconv.Atoi(os.Args[5])
 		users, _ := strconv.Atoi(os.Args[6])
 		err = deliverRun(os.Args[2], os.Args[3], rate, count, users)
-	case len(os.Args) == 5 && os.Args[1] == "fanout":
+	case len(os.Args) == 6 && os.Args[1] == "fanout":
 		n, _ := strconv.Atoi(os.Args[4])
-		err = fanout(os.Args[2], os.Args[3], n)
+		off, _ := strconv.Atoi(os.Args[5])
+		err = fanout(os.Args[2], os.Args[3], n, off)
 	case len(os.Args) == 4 && os.Args[1] == "proxy":
 		err = proxy(os.Args[2], os.Args[3])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: replbench deliver SPOOL REPLICA RATE COUNT USERS | fanout SPOOL REPLICA N | proxy LISTEN TARGET")
+		fmt.Fprintln(os.Stderr, "usage: replbench deliver SPOOL REPLICA RATE COUNT USERS | fanout SPOOL REPLICA N OFFSET | proxy LISTEN TARGET")
 		os.Exit(2)
 	}
 	if err != nil {
@@ -278,7 +281,7 @@ func deliverRun(spool, replica string, rate, count, nusers int) error {
 		P50ms: pct(0.50), P99ms: pct(0.99), Maxms: lags[len(lags)-1], PayloadBytes: payload})
 }
 
-func fanout(spool, replica string, n int) error {
+func fanout(spool, replica string, n, offset int) error {
 	msgs, err := corpus.Load()
 	if err != nil {
 		return err
@@ -294,8 +297,7 @@ func fanout(spool, replica string, n int) error {
 	if err != nil {
 		return err
 	}
-	// A header unique to this run: the content must be new to the replica.
-	body := append([]byte(fmt.Sprintf("X-Fanout-Run: %d\r\n", time.Now().UnixNano())), corpus.Sized(msgs, 7, 20<<10)...)
+	body := corpus.Sized(msgs, offset, 20<<10)
 	keys := make([]string, n)
 	for i, u := range users {
 		name := fmt.Sprintf("fanout.M%d.bench", i)
