@@ -10,7 +10,7 @@ import (
 
 // maxHeld bounds the fds a Txn keeps for its Commit-time fsyncs; past it the
 // held files and dirs are synced early and closed.
-const maxHeld = 256
+const maxHeld = 2048
 
 // Txn is one batch being applied. Its ops run in call order against the
 // tree; Commit makes them durable and records the batch's seq. A Txn is not

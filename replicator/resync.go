@@ -99,7 +99,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	if o.BatchOps == 0 {
 		// Each batch ends with one sync on the replica: fewer, larger
 		// batches seed faster. Every put holds its file open until sent.
-		o.BatchOps = 4000
+		o.BatchOps = 2000
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
