@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"spoolsync/internal/durable"
 )
 
 // Dir is the tree's reserved directory.
@@ -172,38 +174,10 @@ func update(tree, def string, change func(State) (State, error)) (State, error) 
 		sec = next.Since.Unix()
 	}
 	rec := fmt.Sprintf("%d %s %d %s\n", next.Epoch, next.Role, sec, host)
-	if err := writeAtomic(filepath.Join(dir, "epoch"), []byte(rec)); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "epoch"), []byte(rec), 0o600); err != nil {
 		return cur, fmt.Errorf("fence: write the epoch of %s: %w", tree, err)
 	}
 	return next, nil
-}
-
-func writeAtomic(p string, b []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(p))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Hold takes the tree for this process (`spoolsync mount`): the lock a

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"spoolsync/internal/durable"
 	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
@@ -194,7 +195,7 @@ func (c *Channel) failbackPending() bool {
 // where the resync started: everything logged before is in the tree the
 // resync read. A marker keeps a failback that was cut short pending.
 func (c *Channel) failback(ctx context.Context, peer uint64) error {
-	if err := writeFileAtomic(c.failbackMarker(), []byte(fmt.Sprintf("%d\n", peer))); err != nil {
+	if err := durable.WriteFile(c.failbackMarker(), []byte(fmt.Sprintf("%d\n", peer)), 0o600); err != nil {
 		return err
 	}
 	start := c.log.DurableSeq()
@@ -339,7 +340,7 @@ func (ps *pendingStore) replace(list []pendingEntry) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(ps.path, b); err != nil {
+	if err := durable.WriteFile(ps.path, b, 0o600); err != nil {
 		return fmt.Errorf("save pending entries: %w", err)
 	}
 	ps.list = list
@@ -358,33 +359,4 @@ func unionPending(a, b []pendingEntry) []pendingEntry {
 		}
 	}
 	return out
-}
-
-// writeFileAtomic writes path by temp file, fsync, rename, directory fsync.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"spoolsync/internal/durable"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +83,7 @@ func logID(dir string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := writeFileAtomic(p, []byte(id+"\n")); err != nil {
+	if err := durable.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("replicator: save the log identity: %w", err)
 	}
 	return id, nil

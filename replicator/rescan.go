@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"spoolsync/internal/durable"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ func StartRun(logDir string) (since time.Time, unclean bool, err error) {
 			}
 		}
 	}
-	if err := writeFileAtomic(marker, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+	if err := durable.WriteFile(marker, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return since, unclean, fmt.Errorf("run marker %s: %w", marker, err)
 	}
 	return since, unclean, nil
@@ -55,7 +56,7 @@ func StartRun(logDir string) (since time.Time, unclean bool, err error) {
 
 // SaveCheckpoint records t durably.
 func SaveCheckpoint(logDir string, t time.Time) error {
-	return writeFileAtomic(filepath.Join(logDir, checkpointFile), []byte(strconv.FormatInt(t.UnixNano(), 10)+"\n"))
+	return durable.WriteFile(filepath.Join(logDir, checkpointFile), []byte(strconv.FormatInt(t.UnixNano(), 10)+"\n"), 0o600)
 }
 
 // EndRun records a clean stop: nothing is left unlogged.

@@ -91,26 +91,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startMount starts `spoolsync mount -c conf` and waits for its ready line.
-// The process is killed and the mount point detached when the test ends.
-func startMount(t *testing.T, e *env, flags ...string) *proc {
+// startProc starts the spoolsync binary with args and waits for a line of
+// its standard output that ready accepts; it returns what ready extracted.
+// The process is killed when the test ends (and cleanup runs after). A
+// process that exits first is an error, so callers can retry or fail.
+func startProc(t *testing.T, args []string, ready func(line string) (string, bool), cleanup func()) (*proc, string, error) {
 	t.Helper()
-	testenv.NeedFUSE(t)
-	p := &proc{cmd: exec.Command(binary, append([]string{"mount", "-c", e.conf}, flags...)...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(binary, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
-	ready := make(chan string, 1)
+	got := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "ready") {
-				ready <- sc.Text()
+			if v, ok := ready(sc.Text()); ok {
+				got <- v
 			}
 		}
 		io.Copy(io.Discard, stdout)
@@ -123,14 +124,30 @@ func startMount(t *testing.T, e *env, flags ...string) *proc {
 			p.cmd.Process.Kill()
 			<-p.done
 		}
-		detach(e.mnt)
+		if cleanup != nil {
+			cleanup()
+		}
 	})
 	select {
-	case <-ready:
+	case v := <-got:
+		return p, v, nil
 	case <-p.done:
-		t.Fatalf("spoolsync mount exited before it was ready: %v\n%s", p.err, p.stderr)
+		return nil, "", fmt.Errorf("spoolsync %s exited before it was ready: %v\n%s", args[0], p.err, p.stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("spoolsync mount not ready after 20s\n%s", p.stderr)
+		return nil, "", fmt.Errorf("spoolsync %s not ready after 20s\n%s", args[0], p.stderr)
+	}
+}
+
+// startMount starts `spoolsync mount -c conf` and waits for its ready line.
+// The process is killed and the mount point detached when the test ends.
+func startMount(t *testing.T, e *env, flags ...string) *proc {
+	t.Helper()
+	testenv.NeedFUSE(t)
+	p, _, err := startProc(t, append([]string{"mount", "-c", e.conf}, flags...),
+		func(l string) (string, bool) { return "", strings.Contains(l, "ready") },
+		func() { detach(e.mnt) })
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -289,45 +288,11 @@ func (p *pair) waitSyncedSub(t *testing.T, sub string) {
 }
 
 // startServerAt starts `spoolsync server` listening on listen and waits for
-// its ready line. A server that exits before it is ready (a port still in
-// use) is an error, not a test failure, so callers can retry.
+// its ready line; it returns the process and the address it listens on. A
+// server that exits before it is ready (a port still in use) is an error,
+// not a test failure, so callers can retry.
 func startServerAt(t *testing.T, e *replicaEnv, listen string) (*proc, string, error) {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, "server", "-c", e.conf, "--listen", listen, "--root", e.root),
-		stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if _, addr, ok := strings.Cut(sc.Text(), "spoolsync: ready: serving "+e.root+" on "); ok {
-				ready <- addr
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	select {
-	case addr := <-ready:
-		return p, addr, nil
-	case <-p.done:
-		return nil, "", fmt.Errorf("spoolsync server exited before it was ready: %v\n%s", p.err, p.stderr)
-	case <-time.After(20 * time.Second):
-		return nil, "", fmt.Errorf("spoolsync server not ready after 20s\n%s", p.stderr)
-	}
+	return startProc(t, []string{"server", "-c", e.conf, "--listen", listen, "--root", e.root},
+		func(l string) (string, bool) { return strings.CutPrefix(l, "spoolsync: ready: serving "+e.root+" on ") }, nil)
 }

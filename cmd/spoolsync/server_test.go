@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -14,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -75,40 +73,11 @@ func must(t testing.TB, err error) {
 // process is killed when the test ends.
 func startServer(t *testing.T, e *replicaEnv) (*proc, string) {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, "server", "-c", e.conf, "--listen", "127.0.0.1:0", "--root", e.root),
-		stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	must(t, err)
-	must(t, p.cmd.Start())
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if _, addr, ok := strings.Cut(sc.Text(), "spoolsync: ready: serving "+e.root+" on "); ok {
-				ready <- addr
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	select {
-	case addr := <-ready:
-		return p, addr
-	case <-p.done:
-		t.Fatalf("spoolsync server exited before it was ready: %v\n%s", p.err, p.stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("spoolsync server not ready after 20s\n%s", p.stderr)
+	p, addr, err := startServerAt(t, e, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil, ""
+	return p, addr
 }
 
 func dialReplica(t *testing.T, addr string, cfg wire.ClientConfig) (*wire.Conn, error) {
