@@ -103,3 +103,26 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("defaults = %+v", c)
 	}
 }
+
+// FuzzParse: any file content either parses or is refused with an *Error
+// naming a place; it never panics.
+func FuzzParse(f *testing.F) {
+	f.Add("spool_dir: /srv/mail\nsync_host: h\nsync_authname: a\nsync_password: p\n")
+	f.Add("sync_log_channels: a b\na_sync_host: x:1\nb_sync_host: y\nsync_authname: n\nsync_password: p\n")
+	f.Add("sync_batch_size: 10 1M\nsync_compress: zstd 4\nsync_repeat_interval: 2\n# c\n\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := Parse(strings.NewReader(in), "fuzz.conf")
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) && !strings.Contains(err.Error(), "fuzz.conf") {
+				t.Fatalf("%q: error %v names no place", in, err)
+			}
+			return
+		}
+		for _, ch := range c.Channels {
+			if ch.Host == "" || ch.AuthName == "" || ch.Password == "" {
+				t.Fatalf("%q: accepted an incomplete channel %+v", in, ch)
+			}
+		}
+	})
+}

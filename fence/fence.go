@@ -75,21 +75,31 @@ var ErrPromoted = errors.New("already a master")
 // with role def (Master for a spool being mounted, Replica for a server's
 // root).
 func Read(tree, def string) (State, error) {
-	b, err := os.ReadFile(filepath.Join(tree, Dir, "epoch"))
+	p := filepath.Join(tree, Dir, "epoch")
+	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return State{Role: def}, nil
 	}
 	if err != nil {
 		return State{}, fmt.Errorf("fence: %w", err)
 	}
+	s, err := parseRecord(b)
+	if err != nil {
+		return State{}, fmt.Errorf("fence: %s: %w (restore it, or write \"<epoch> replica 0 <host>\")", p, err)
+	}
+	return s, nil
+}
+
+// parseRecord decodes an epoch record: "<epoch> <role> <unix seconds> <host>\n".
+func parseRecord(b []byte) (State, error) {
 	f := strings.Fields(string(b))
 	if len(f) != 4 || (f[1] != Master && f[1] != Replica) {
-		return State{}, fmt.Errorf("fence: %s: damaged epoch record %q (restore it, or write \"<epoch> replica 0 <host>\")", filepath.Join(tree, Dir, "epoch"), b)
+		return State{}, fmt.Errorf("damaged epoch record %q", b)
 	}
 	e, err1 := strconv.ParseUint(f[0], 10, 64)
 	sec, err2 := strconv.ParseInt(f[2], 10, 64)
-	if err1 != nil || err2 != nil {
-		return State{}, fmt.Errorf("fence: %s: damaged epoch record %q", filepath.Join(tree, Dir, "epoch"), b)
+	if err1 != nil || err2 != nil || sec < 0 {
+		return State{}, fmt.Errorf("damaged epoch record %q", b)
 	}
 	s := State{Epoch: e, Role: f[1], Host: f[3]}
 	if sec > 0 {

@@ -310,10 +310,28 @@ func openPending(dir, channel string) (*pendingStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &ps.list); err != nil {
+	if ps.list, err = decodePending(b); err != nil {
 		return nil, fmt.Errorf("pending entries %s: %w (remove the file and run spoolsync resync)", ps.path, err)
 	}
 	return ps, nil
+}
+
+// decodePending reads a pending file: a JSON list of entries whose paths
+// are ones the replica would accept.
+func decodePending(b []byte) ([]pendingEntry, error) {
+	var list []pendingEntry
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, err
+	}
+	for _, e := range list {
+		if err := wire.ValidPath(e.Path); err != nil {
+			return nil, err
+		}
+		if len(e.Ranges) > wire.MaxRanges {
+			return nil, fmt.Errorf("%s: %d ranges", e.Path, len(e.Ranges))
+		}
+	}
+	return list, nil
 }
 
 func (ps *pendingStore) entries() []pendingEntry {

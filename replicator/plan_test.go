@@ -196,3 +196,19 @@ func (f *fakeReplica) Recv() (wire.Message, error) {
 	f.seen += len(l.Lacking)
 	return l, nil
 }
+
+// FuzzPending: whatever a pending file holds, decoding never panics, and
+// what it accepts plans without panicking.
+func FuzzPending(f *testing.F) {
+	f.Add([]byte(`[{"path":"u/new/1","replica_has":false}]`))
+	f.Add([]byte(`[{"path":"u/mbox","replica_has":true,"ranges":[{"off":5,"len":5}]}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		list, err := decodePending(b)
+		if err != nil {
+			return
+		}
+		p := newPlanner(list)
+		p.add(ev("rename u/new/1 u/cur/1"))
+		p.finish()
+	})
+}
