@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spoolsync/fence"
+	"spoolsync/internal/testenv"
 	"spoolsync/internal/treecmp"
 )
 
@@ -295,4 +296,50 @@ func startServerAt(t *testing.T, e *replicaEnv, listen string) (*proc, string, e
 	t.Helper()
 	return startProc(t, []string{"server", "-c", e.conf, "--listen", listen, "--root", e.root},
 		func(l string) (string, bool) { return strings.CutPrefix(l, "spoolsync: ready: serving "+e.root+" on ") }, nil)
+}
+
+// TestReplicaDiskFull: the replica's disk fills up (its root on a small
+// tmpfs); the master keeps serving mail, the backlog waits in its log, and
+// once the replica has room again the trees converge with no manual step.
+func TestReplicaDiskFull(t *testing.T) {
+	testenv.NeedRoot(t)
+	r := newReplicaEnv(t, "")
+	if err := syscall.Mount("tmpfs", r.root, "tmpfs", 0, "size=8m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(r.root, syscall.MNT_DETACH) })
+	filler := filepath.Join(r.root, "filler")
+	f, err := os.Create(filler)
+	must(t, err)
+	io.Copy(f, io.LimitReader(zeroes{}, 7<<20))
+	f.Close()
+	server, addr := startServer(t, r)
+	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n", addr))
+	p := &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+	md := filepath.Join(m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	for i := 0; i < 40; i++ {
+		deliver(t, md, fmt.Sprintf("%d.full", i), strings.Repeat(message(i), 200)) // ~3 MB in all
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := readStatus(filepath.Join(m.state, "log"))
+		if err == nil && len(st) == 1 && strings.Contains(st[0].LastError, "no space") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not show the replica's full disk: %+v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	deliver(t, md, "while-full", "the master still takes mail") // the master is unaffected
+	must(t, os.Remove(filler))
+	p.waitSyncedSub(t, "user")
+}
+
+type zeroes struct{}
+
+func (zeroes) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
