@@ -102,7 +102,14 @@
 // fdatasyncs: one caller syncs everything written when it starts while the
 // others wait; whoever still needs more starts the next. A seq already
 // durable returns at once. A background flusher syncs appended events
-// nobody syncs within FlushInterval (20 ms), so readers are not starved.
+// that nobody else has made durable FlushInterval (20 ms) after they woke
+// it, so readers are not starved; an event waits at most twice that.
+//
+// WriteOut (sync_file_range of the records not yet written out) lets a
+// caller that flushes the disk cache anyway, the FUSE layer's fsync on the
+// same ext4, make the log durable with its own flush (fs.SharedFlush). It
+// is a group commit too: a caller whose records a completed write-out
+// already covered returns at once.
 //
 // Why written zeros: on ext4, fdatasync after writing into blocks that are
 // already allocated and initialised flushes the data and nothing else. A

@@ -57,7 +57,14 @@ type Log struct {
 
 	last    atomic.Uint64 // highest Seq written; changed under mu
 	durable atomic.Uint64 // highest Seq fdatasync'ed; changed under mu
-	syncs   atomic.Uint64 // fdatasync calls on segments, for tests and benchmarks
+	lastEnd int64         // offset just past record last in the active segment; mu
+
+	// written out to the device (WriteOut) but not necessarily flushed:
+	// every seq <= writtenSeq, every byte of the active segment below
+	// writtenOff. mu.
+	writtenSeq uint64
+	writtenOff int64
+	syncs      atomic.Uint64 // fdatasync calls on segments, for tests and benchmarks
 
 	cmu     sync.Mutex
 	cursors map[string]*cursor
@@ -163,6 +170,7 @@ func (l *Log) create() error {
 	s := segment{index: 0, firstSeq: 1}
 	l.segs, l.activeSeg = []segment{s}, s
 	l.active, l.off, l.end = f, segmentHeaderSize, l.size
+	l.lastEnd, l.writtenOff = segmentHeaderSize, segmentHeaderSize
 	return nil
 }
 
@@ -232,6 +240,7 @@ func (l *Log) recover() error {
 	l.off = off
 	l.last.Store(next - 1)
 	l.durable.Store(next - 1)
+	l.lastEnd, l.writtenOff, l.writtenSeq = off, off, next-1
 	return nil
 }
 
@@ -292,6 +301,7 @@ func (l *Log) Append(evs ...*Event) (last uint64, err error) {
 	}
 	l.mu.Lock()
 	l.last.Store(seq)
+	l.lastEnd = l.off
 	l.mu.Unlock()
 	select {
 	case l.kick <- struct{}{}:
@@ -365,6 +375,7 @@ func (l *Log) roll(first uint64) error {
 	l.segs = append(l.segs, s)
 	l.active, l.activeSeg = f, s
 	l.off, l.end = segmentHeaderSize, l.size
+	l.lastEnd, l.writtenOff, l.writtenSeq = segmentHeaderSize, segmentHeaderSize, target
 	old.Close()
 	return nil
 }
@@ -395,7 +406,7 @@ func (l *Log) Sync(seq uint64) error {
 			continue
 		}
 		l.syncing = true
-		f, name, target := l.active, l.activeSeg.name(), l.last.Load()
+		f, name, target, end := l.active, l.activeSeg.name(), l.last.Load(), l.lastEnd
 		l.mu.Unlock()
 		err := fdatasync(f)
 		l.syncs.Add(1)
@@ -407,6 +418,7 @@ func (l *Log) Sync(seq uint64) error {
 				seq, name, err))
 			return l.failed
 		}
+		l.writtenSeq, l.writtenOff = max(l.writtenSeq, target), end
 		l.advanceDurable(target)
 	}
 	return nil
@@ -462,6 +474,14 @@ func (l *Log) waitDurable(ctx context.Context, seq uint64) error {
 
 // flushLoop syncs appended events that nobody else syncs within interval,
 // so readers (who only see durable events) are not starved.
+//
+// It syncs only when the events that woke it are still not durable when
+// the timer fires. While mail is being delivered, the fsyncs on the mount
+// make every event durable within a message or two; syncing "whatever was
+// appended since" every interval added ~50 cache flushes a second to a
+// delivery stream and held up its WriteOuts behind them (docs/BENCHMARKS.md,
+// Mount). An event appended while the timer runs is checked in the next
+// round, so no event waits more than twice interval.
 func (l *Log) flushLoop(interval time.Duration) {
 	defer close(l.flushDone)
 	t := time.NewTimer(interval)
@@ -472,12 +492,16 @@ func (l *Log) flushLoop(interval time.Duration) {
 		case <-l.stop:
 			return
 		}
+		target := l.last.Load()
 		t.Reset(interval)
 		select {
 		case <-t.C:
 		case <-l.stop:
 			t.Stop()
 			return
+		}
+		if target <= l.durable.Load() {
+			continue // someone else's sync covered them
 		}
 		// A failure is sticky and logged by fail; Append and Sync report it.
 		_ = l.Sync(l.last.Load())
