@@ -105,7 +105,7 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if errno := f.node.flushDirty(); errno != 0 {
 		return errno
 	}
-	return parallelSync(f.node.c, func() syscall.Errno {
+	return parallelSync(f.node.c, f.fd(), func() syscall.Errno {
 		if flags&fsyncDataOnly != 0 {
 			return gofs.ToErrno(unix.Fdatasync(f.fd()))
 		}

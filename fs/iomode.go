@@ -115,7 +115,8 @@ func (f *passthroughFile) Fsync(ctx context.Context, flags uint32) syscall.Errno
 	if errno := f.recordWhole(); errno != 0 {
 		return errno
 	}
-	return parallelSync(f.node.c, func() syscall.Errno { return f.LoopbackFile.Fsync(ctx, flags) })
+	fd, _ := f.PassthroughFd()
+	return parallelSync(f.node.c, fd, func() syscall.Errno { return f.LoopbackFile.Fsync(ctx, flags) })
 }
 
 func (f *passthroughFile) Release(ctx context.Context) syscall.Errno {

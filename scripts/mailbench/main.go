@@ -169,6 +169,9 @@ func loopback(backing, mnt string) error {
 	opts.DirectMount = true
 	sec := time.Second
 	opts.EntryTimeout, opts.AttrTimeout = &sec, &sec
+	// MAILBENCH_DEBUG=1 logs every FUSE request to stderr, to count the
+	// round trips a message costs (docs/BENCHMARKS.md, Mount).
+	opts.Debug = os.Getenv("MAILBENCH_DEBUG") != ""
 	server, err := gofs.Mount(mnt, root, opts)
 	if err != nil {
 		return err
