@@ -152,8 +152,8 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	// A replica of an older epoch is the old master coming back (or a
 	// new, empty replica): bring it to this tree by a resync that keeps,
 	// in its quarantine, everything only it holds.
-	if peer := conn.Session().PeerEpoch; peer < c.cfg.Client.Epoch || c.failbackPending() {
-		if err := c.failback(ctx, peer); err != nil {
+	if pos.Epoch < c.cfg.Client.Epoch || c.failbackPending() {
+		if err := c.failback(ctx, pos.Epoch); err != nil {
 			return false, fmt.Errorf("failback resync: %w", err)
 		}
 		if cursor, err = c.log.Cursor(c.cfg.Name); err != nil {

@@ -52,25 +52,33 @@ type pendingEntry struct {
 
 // lineage is one object followed through the renames of a batch.
 type lineage struct {
-	created  bool // the replica has no copy: ship it whole
-	inOrder  bool // created, but linked or exchanged: already put in place
-	isDir    bool
-	names    int // names it has at this point of the batch
-	ranges   []synclog.Range
-	sized    bool // truncated or written: send the size
-	attrs    bool
-	puts     []int // placeholders: each place it got a name (created, not yet in order)
-	unlinkAt []int // placeholders: names it passed through (replaced on the replica)
+	created bool // the replica has no copy: ship it whole
+	inOrder bool // created, but linked or exchanged: already put in place
+	isDir   bool
+	names   int // names it has at this point of the batch
+	ranges  []synclog.Range
+	sized   bool // truncated or written: send the size
+	attrs   bool
+	puts    []int // placeholders: each place it got a name (created, not yet in order)
 }
+
+// leftover: a name an object created in the batch leaves (renamed away or
+// removed) is unlinked on the replica although the replica should not
+// have it: it may, from a resync that ran while these events were logged
+// (it ships the tree as it finds it, so an object can reach the replica
+// before the events that create it are replayed) or from the first,
+// interrupted apply of a re-sent batch. Unlinking a name the replica does
+// not have costs a few bytes and an ENOENT; keeping a stray message in
+// tmp/ forever costs a tree that differs from the master's.
 
 // planner turns the events of one batch into steps. The rules:
 //
 //   - An object created in the batch (or pending from the last one) is sent
 //     once, whole, at the name it has at the end, at the point of the log
 //     where it got that name: create → write → rename becomes one put. If it
-//     is removed before the end, nothing is sent. Names it passed through
-//     are unlinked on the replica (the master's rename replaced what was
-//     there).
+//     is removed before the end, no content is sent. Names it passed
+//     through are unlinked on the replica (the master's rename replaced
+//     what was there, and see leftover).
 //   - Anything the replica already has is renamed, linked and removed in
 //     log order, so no content crosses the wire for a rename.
 //   - Changed byte ranges of files the replica has are sent at the end of
@@ -160,6 +168,7 @@ func (p *planner) add(ev *synclog.Event) {
 		if l := p.byPath[ev.Path]; l != nil && l.created && !l.inOrder {
 			delete(p.byPath, ev.Path)
 			l.names--
+			p.emit(step{kind: stepUnlink, path: ev.Path}) // see leftover
 			return
 		}
 		p.forget(ev.Path)
@@ -221,31 +230,19 @@ func (p *planner) forgetTree(dir string) {
 // steps (link, exchange) can act on it; from here on it is followed in
 // order like anything the replica has.
 func (p *planner) materialize(l *lineage, path string) {
-	p.settleUnlinks(l, path)
 	p.placePut(l, path)
 	l.inOrder = true
-}
-
-// settleUnlinks turns the names l passed through, other than keep, into
-// real unlinks (they held something on the replica that the master
-// replaced) and drops the one for keep (the put there replaces it).
-func (p *planner) settleUnlinks(l *lineage, keep string) {
-	for _, i := range l.unlinkAt {
-		if p.steps[i].path == keep {
-			p.steps[i].kind = 0
-		}
-	}
-	l.unlinkAt = nil
 }
 
 func (p *planner) rename(ev *synclog.Event) {
 	from, to := ev.Path, ev.Path2
 	p.dirs[parent(from)] = true
 	p.dirs[parent(to)] = true
-	lf, lt := p.byPath[from], p.byPath[to]
+	lf := p.byPath[from]
 	if ev.Flags&unix.RENAME_EXCHANGE != 0 {
-		for path, l := range map[string]*lineage{from: lf, to: lt} {
-			if l != nil && l.created && !l.inOrder && !l.isDir {
+		// Both objects must be in place on the replica to be swapped.
+		for _, path := range []string{from, to} {
+			if l := p.byPath[path]; l != nil && l.created && !l.inOrder && !l.isDir {
 				p.materialize(l, path)
 			}
 		}
@@ -254,12 +251,10 @@ func (p *planner) rename(ev *synclog.Event) {
 		return
 	}
 	if lf != nil && lf.created && !lf.inOrder && !lf.isDir {
-		// Not on the replica yet: no rename there. What the master
-		// replaced at `to` must go unless the object ends up there (the
-		// put at its final name then replaces it).
-		if lt == nil || !lt.created || lt.inOrder {
-			lf.unlinkAt = append(lf.unlinkAt, p.emit(step{kind: stepUnlink, path: to}))
-		}
+		// Not on the replica yet: no rename there, but its old name goes
+		// (see leftover). What the master replaced at `to` goes when the
+		// object leaves `to` in turn, or is replaced by its put there.
+		p.emit(step{kind: stepUnlink, path: from})
 		p.forget(to)
 		delete(p.byPath, from)
 		p.byPath[to] = lf
@@ -331,17 +326,12 @@ func (p *planner) finish() []step {
 			for _, at := range l.puts[:len(l.puts)-1] {
 				p.steps[at].kind = 0
 			}
-			keep := ""
 			switch {
-			case l.inOrder:
+			case l.inOrder || alive:
 				p.steps[last].src = name // "" if gone by the end: later steps remove it
-			case alive:
-				p.steps[last].src = name
-				keep = p.steps[last].path
 			default:
 				p.steps[last].kind = 0
 			}
-			p.settleUnlinks(l, keep)
 			if l.inOrder && alive && !l.isDir {
 				p.steps = append(p.steps, step{kind: stepAttrs, path: name})
 			}

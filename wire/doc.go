@@ -58,7 +58,7 @@
 //	0x11 BatchEnd      C→S  seq:uvarint  opcount:uvarint
 //	0x12 Ack           S→C  seq:uvarint
 //	0x13 PositionRequest C→S  channel:string
-//	0x14 Position      S→C  channel:string  applied:uvarint  interrupted:uvarint
+//	0x14 Position      S→C  channel:string  applied:uvarint  interrupted:uvarint  epoch:uvarint
 //	0x20 Put           C→S  path  content:u8  mode uid gid:uvarint  mtime:varint  size:uvarint  guid
 //	0x21 WriteRanges   C→S  path  size:uvarint  n:uvarint  n×(off:uvarint len:uvarint)  guid
 //	0x22 Truncate      C→S  path  size:uvarint

@@ -90,15 +90,19 @@ type Position struct {
 	Channel     string
 	Applied     uint64
 	Interrupted uint64
+	// Epoch is the epoch of the tree this master writes to, as the
+	// connection found it: below the master's own, the replica is an old
+	// master come back (failback) or a new tree, and needs a resync.
+	Epoch uint64
 }
 
 func (*Position) Type() MsgType { return TypePosition }
 func (m *Position) appendPayload(b []byte) []byte {
-	return appendUvarint(appendUvarint(appendString(b, m.Channel), m.Applied), m.Interrupted)
+	return appendUvarint(appendUvarint(appendUvarint(appendString(b, m.Channel), m.Applied), m.Interrupted), m.Epoch)
 }
 func (m *Position) decode(d *decoder) {
 	m.Channel = d.text("channel", maxChannelLen)
-	m.Applied, m.Interrupted = d.uvarint("applied"), d.uvarint("interrupted")
+	m.Applied, m.Interrupted, m.Epoch = d.uvarint("applied"), d.uvarint("interrupted"), d.uvarint("epoch")
 }
 func (m *Position) validate() error {
 	return checkText("Position channel", m.Channel, maxChannelLen)

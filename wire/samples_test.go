@@ -40,7 +40,7 @@ var samples = []struct {
 	{"Ack", &Ack{Seq: 127}},
 	{"PositionRequest", &PositionRequest{Channel: "dr"}},
 	{"PositionRequestDefault", &PositionRequest{}},
-	{"Position", &Position{Channel: "dr", Applied: 300, Interrupted: 301}},
+	{"Position", &Position{Channel: "dr", Applied: 300, Interrupted: 301, Epoch: 2}},
 	{"PositionNone", &Position{}},
 	{"PutInline", &Put{Path: "user/bob/cur/1.eml", Content: ContentInline, Mode: 0o600, UID: 8, GID: 12, Mtime: 1700000000123456789, Size: 4096}},
 	{"PutByGUID", &Put{Path: "a", Content: ContentByGUID, Mode: 0o644, Mtime: -1, Size: 5, GUID: sampleGUID()}},

@@ -237,3 +237,29 @@ func TestPlannedSwitchover(t *testing.T) {
 		t.Errorf("a planned switch-over quarantined %v", q)
 	}
 }
+
+// TestPerMasterTrees: with --per-master, two masters replicating to one
+// server each land in their own tree, ROOT/<identity>, with its own epoch.
+func TestPerMasterTrees(t *testing.T) {
+	r := newReplicaEnv(t, "")
+	r.writeConf(t, fmt.Sprintf("admins: master bob\nsasl_passwd_file: %s\n", r.passwd))
+	p, addr, err := startProc(t, []string{"server", "-c", r.conf, "--listen", "127.0.0.1:0", "--root", r.root, "--per-master"},
+		func(l string) (string, bool) { return strings.CutPrefix(l, "spoolsync: ready: serving "+r.root+" on ") }, nil)
+	must(t, err)
+	_ = p
+	for _, who := range [][2]string{{"master", "pw"}, {"bob", "bobpw"}} {
+		m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: %s\nsync_password: %s\n", addr, who[0], who[1]))
+		mount := startMount(t, m)
+		md := filepath.Join(m.mnt, "Maildir")
+		mkMaildir(t, md)
+		deliver(t, md, who[0]+".host", "mail of "+who[0])
+		tree := filepath.Join(r.root, who[0])
+		(&pair{m: m, r: &replicaEnv{root: tree}, mount: mount}).waitSynced(t)
+		if st, _ := fence.Read(tree, fence.Master); st.Role != fence.Replica {
+			t.Errorf("%s: %s, want a replica tree", tree, st)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.root, "Maildir")); err == nil {
+		t.Error("a master wrote into the shared root instead of its own tree")
+	}
+}

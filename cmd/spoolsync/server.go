@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +42,7 @@ func runServer(args []string) error {
 	rootFlag := fl.String("root", "", "replica root `directory` (required; must exist)")
 	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long batches being applied may take to finish")
 	debug := fl.Bool("debug", false, "log every batch applied")
+	perMaster := fl.Bool("per-master", false, "give each master its own tree: ROOT/<identity> (state in <state_dir>/replica/masters/<identity>)")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -60,36 +63,31 @@ func runServer(args []string) error {
 	}
 	sc.wire.Logger = logger
 
-	store, err := replica.Open(replica.Options{Root: sc.root, StateDir: sc.state, Logger: logger, GUIDMode: sc.mode})
-	if errors.Is(err, replica.ErrLocked) {
-		return fmt.Errorf("server: %s is already being served (or its state dir %s is in use) by another spoolsync server: stop that one first", sc.root, sc.state)
-	}
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	defer store.Close()
-	tree, err := fence.Init(sc.root, fence.Replica)
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	sc.wire.Epoch = func() uint64 {
-		st, err := fence.Read(sc.root, fence.Replica)
+	trees := &treeSet{sc: sc, logger: logger, stores: map[string]server.Tree{}}
+	defer trees.close()
+	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger}
+	treeDesc := "one tree per master"
+	if *perMaster {
+		opts.TreeFor = trees.forIdentity
+	} else {
+		t, err := trees.open(sc.root, sc.state)
 		if err != nil {
-			logger.Error("cannot read the tree's epoch: refusing every master until it is repaired", "err", err)
-			return math.MaxUint64
+			return err
 		}
-		return st.Epoch
-	}
-	newEpoch := func(peer uint64) error {
-		before, after, err := fence.Adopt(sc.root, peer)
-		if err == nil && after != before {
-			logger.Warn("a master of a newer epoch connected: this tree follows it now (failback); what only this tree holds is quarantined by that master's resync, never deleted",
-				"before", before.String(), "after", after.String())
+		opts.Store, opts.Root = t.Store, t.Root
+		st, _ := fence.Read(sc.root, fence.Replica)
+		treeDesc = st.String()
+		// The greeting carries the tree's epoch, so a fenced master learns
+		// it before it even authenticates.
+		opts.Wire.Epoch = func() uint64 {
+			st, err := fence.Read(sc.root, fence.Replica)
+			if err != nil {
+				return math.MaxUint64
+			}
+			return st.Epoch
 		}
-		return err
 	}
-	srv, err := server.New(server.Options{Store: store, Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"),
-		GUIDMode: sc.mode, Logger: logger, NewEpoch: newEpoch})
+	srv, err := server.New(opts)
 	if err != nil {
 		return err
 	}
@@ -97,9 +95,9 @@ func runServer(args []string) error {
 	if err != nil {
 		return fmt.Errorf("server: listen on %s: %w (another server on that port? choose one with --listen)", *listen, err)
 	}
-	logger.Info("serving", "root", store.Root(), "tree", tree.String(), "listen", ln.Addr().String(), "state", sc.state,
+	logger.Info("serving", "root", sc.root, "tree", treeDesc, "listen", ln.Addr().String(), "state", sc.state,
 		"tls", sc.wire.TLS != nil, "client_certs", cfg.TLSCAFile != "", "passwords", cfg.SASLPasswdFile, "admins", cfg.Admins)
-	fmt.Printf("spoolsync: ready: serving %s on %s\n", store.Root(), ln.Addr())
+	fmt.Printf("spoolsync: ready: serving %s on %s\n", sc.root, ln.Addr())
 
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -117,7 +115,7 @@ func runServer(args []string) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		logger.Warn("grace over: batches still being applied were aborted; masters will resend them", "grace", *grace)
 	}
-	if err := store.Close(); err != nil {
+	if err := trees.close(); err != nil {
 		return fmt.Errorf("server: close the replica: %w", err)
 	}
 	logger.Info("stopped", "root", sc.root)
@@ -228,4 +226,75 @@ func zstdLevel(speed int) int {
 		return 11
 	}
 	return 3
+}
+
+// treeSet opens replica trees: the root, or with --per-master one
+// sub-root per authenticated identity, opened on its first connection and
+// kept open until shutdown.
+type treeSet struct {
+	sc     serverSetup
+	logger *slog.Logger
+	mu     sync.Mutex
+	stores map[string]server.Tree // by root
+}
+
+// open opens the Store of root, with its state in state.
+func (ts *treeSet) open(root, state string) (server.Tree, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if t, ok := ts.stores[root]; ok {
+		return t, nil
+	}
+	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode})
+	if errors.Is(err, replica.ErrLocked) {
+		return server.Tree{}, fmt.Errorf("server: %s is already being served by another spoolsync server (same root or state dir %s), or mounted by spoolsync mount: stop that one first", root, state)
+	}
+	if err != nil {
+		return server.Tree{}, fmt.Errorf("server: %w", err)
+	}
+	if _, err := fence.Init(root, fence.Replica); err != nil {
+		store.Close()
+		return server.Tree{}, fmt.Errorf("server: %w", err)
+	}
+	t := server.Tree{Store: store, Root: root}
+	ts.stores[root] = t
+	return t, nil
+}
+
+// forIdentity is the tree of one master: ROOT/<identity>.
+func (ts *treeSet) forIdentity(identity string) (server.Tree, error) {
+	if !safeName(identity) {
+		return server.Tree{}, fmt.Errorf("identity %q cannot name a directory", identity)
+	}
+	root := filepath.Join(ts.sc.root, identity)
+	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return server.Tree{}, err
+	}
+	return ts.open(root, filepath.Join(ts.sc.state, "masters", identity))
+}
+
+// safeName: letters, digits and @ . _ - only, not starting with a dot.
+func safeName(s string) bool {
+	if s == "" || s[0] == '.' || len(s) > 255 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@._-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (ts *treeSet) close() error {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var first error
+	for root, t := range ts.stores {
+		if err := t.Store.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(ts.stores, root)
+	}
+	return first
 }

@@ -21,11 +21,9 @@ type byGUID struct {
 func (ss *session) batch(b *wire.BatchBegin) error {
 	// A promotion since this master connected fences it: nothing more
 	// from it lands in the tree.
-	if e := ss.srv.opts.Wire.Epoch; e != nil {
-		if cur := e(); ss.c.Session().PeerEpoch < cur {
-			return &wire.ProtoError{Code: wire.CodeFenced, Seq: b.Seq, Epoch: cur,
-				Msg: fmt.Sprintf("fenced: this replica was promoted to epoch %d; a master of epoch %d may no longer write to it", cur, ss.c.Session().PeerEpoch)}
-		}
+	if cur := ss.treeEpoch(); ss.c.Session().PeerEpoch < cur {
+		return &wire.ProtoError{Code: wire.CodeFenced, Seq: b.Seq, Epoch: cur,
+			Msg: fmt.Sprintf("fenced: this replica was promoted to epoch %d; a master of epoch %d may no longer write to it", cur, ss.c.Session().PeerEpoch)}
 	}
 	src := ss.source(b.Channel)
 	if b.Seq <= ss.store.AppliedSeq(src) {

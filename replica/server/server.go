@@ -33,10 +33,19 @@ type Options struct {
 	GUIDMode guid.Mode
 	// Logger: nil = slog.Default().
 	Logger *slog.Logger
-	// NewEpoch, when set, is called when a master of a higher epoch than
-	// Wire.Epoch's has connected, before its first message is read: the
-	// tree adopts it (fence.Adopt; failback). An error ends the connection.
-	NewEpoch func(peer uint64) error
+	// Root is the directory Store serves (its fence records the tree's
+	// epoch).
+	Root string
+	// TreeFor, when set, gives each master its own tree (sub-roots): it
+	// is called with the authenticated identity and Store/Root are not
+	// used.
+	TreeFor func(identity string) (Tree, error)
+}
+
+// Tree is where one master's batches land.
+type Tree struct {
+	Store *replica.Store
+	Root  string
 }
 
 // Server serves replication connections to one Store. Its methods are
@@ -60,8 +69,12 @@ type Server struct {
 
 // New checks opts and prepares the spool directory.
 func New(opts Options) (*Server, error) {
-	if opts.Store == nil {
+	if opts.Store == nil && opts.TreeFor == nil {
 		return nil, errors.New("server: no replica store")
+	}
+	if opts.TreeFor == nil {
+		tree := Tree{Store: opts.Store, Root: opts.Root}
+		opts.TreeFor = func(string) (Tree, error) { return tree, nil }
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -185,14 +198,16 @@ func (s *Server) ServeConn(nc net.Conn) {
 		// wire logged the refusal with the peer address.
 		return
 	}
-	if s.opts.NewEpoch != nil && s.opts.Wire.Epoch != nil && c.Session().PeerEpoch > s.opts.Wire.Epoch() {
-		if err := s.opts.NewEpoch(c.Session().PeerEpoch); err != nil {
-			s.log.Error("server: cannot adopt the master's epoch", "peer", c.Session().Peer, "epoch", c.Session().PeerEpoch, "err", err)
-			c.Close()
-			return
+	ss, err := newSession(s, c)
+	if err != nil {
+		var pe *wire.ProtoError
+		if errors.As(err, &pe) {
+			c.SendError(pe)
 		}
+		s.log.Warn("server: refusing the master", "peer", c.Session().Peer, "identity", c.Session().Identity, "err", err)
+		c.Close()
+		return
 	}
-	ss := newSession(s, c)
 	if !s.register(ss) {
 		c.Send(&wire.Goodbye{Reason: "replica shutting down"})
 		c.Flush()

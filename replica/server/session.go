@@ -6,11 +6,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/replica"
 	"spoolsync/wire"
@@ -24,6 +26,8 @@ type session struct {
 	srv      *Server
 	c        *wire.Conn
 	store    *replica.Store
+	root     string
+	epoch    uint64 // the tree's epoch when this master connected (Position)
 	log      *slog.Logger
 	identity string
 	sp       *spool
@@ -35,13 +39,49 @@ type session struct {
 	since, lastSummary  time.Time
 }
 
-func newSession(s *Server, c *wire.Conn) *session {
+// newSession finds the master's tree and settles epochs: a master of an
+// older epoch than the tree's is fenced; one of a newer epoch is adopted
+// (failback: this tree becomes its replica; its resync quarantines what
+// only this tree holds).
+func newSession(s *Server, c *wire.Conn) (*session, error) {
 	sess := c.Session()
+	tree, err := s.opts.TreeFor(sess.Identity)
+	if err != nil {
+		return nil, &wire.ProtoError{Code: wire.CodeApply, Msg: fmt.Sprintf("no replica tree for %q: %v", sess.Identity, err)}
+	}
+	log := s.log.With("peer", sess.Peer, "identity", sess.Identity)
+	st, err := fence.Read(tree.Root, fence.Replica)
+	if err != nil {
+		return nil, &wire.ProtoError{Code: wire.CodeApply, Msg: err.Error()}
+	}
+	switch {
+	case sess.PeerEpoch < st.Epoch:
+		return nil, &wire.ProtoError{Code: wire.CodeFenced, Epoch: st.Epoch,
+			Msg: fmt.Sprintf("fenced: %s is at epoch %d (%s); a master of epoch %d may no longer write to it", tree.Root, st.Epoch, st, sess.PeerEpoch)}
+	case sess.PeerEpoch > st.Epoch:
+		before, after, err := fence.Adopt(tree.Root, sess.PeerEpoch)
+		if err != nil {
+			return nil, &wire.ProtoError{Code: wire.CodeApply, Msg: err.Error()}
+		}
+		log.Warn("a master of a newer epoch connected: this tree follows it now (failback); what only this tree holds is quarantined by its resync, never deleted",
+			"root", tree.Root, "before", before.String(), "after", after.String())
+	}
 	now := time.Now()
-	return &session{srv: s, c: c, store: s.opts.Store, identity: sess.Identity,
-		log:   s.log.With("peer", sess.Peer, "identity", sess.Identity),
+	return &session{srv: s, c: c, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
+		log:   log,
 		sp:    newSpool(s.opts.SpoolDir, s.opts.SpoolMemory),
-		since: now, lastSummary: now}
+		since: now, lastSummary: now}, nil
+}
+
+// treeEpoch is the tree's epoch now (a promote may have raised it);
+// unreadable means refuse everyone until it is repaired.
+func (ss *session) treeEpoch() uint64 {
+	st, err := fence.Read(ss.root, fence.Replica)
+	if err != nil {
+		ss.log.Error("cannot read the tree's epoch: refusing batches until it is repaired", "err", err)
+		return math.MaxUint64
+	}
+	return st.Epoch
 }
 
 // source is the Store's progress key for a channel of this identity.
@@ -100,7 +140,7 @@ func (ss *session) loop() error {
 			err = ss.batch(m)
 		case *wire.PositionRequest:
 			src := ss.source(m.Channel)
-			p := &wire.Position{Channel: m.Channel, Applied: ss.store.AppliedSeq(src)}
+			p := &wire.Position{Channel: m.Channel, Applied: ss.store.AppliedSeq(src), Epoch: ss.epoch}
 			if seq, ok := ss.store.Interrupted(src); ok {
 				p.Interrupted = seq
 			}
