@@ -6,6 +6,7 @@
 //	spoolsync status   lag, backlog and errors per replica channel
 //	spoolsync log dump the captured events, one JSON object a line
 //	spoolsync promote  failover: fence the old master
+//	spoolsync quarantine list|restore  what a failback kept from the old master
 //	spoolsync passwd   add or change a replica credential
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
@@ -40,7 +41,7 @@ func init() {
 		{"resync", "fsck-style manual resync of the whole spool or some PATHs with a replica", runResync},
 		{"server", "the replica daemon: apply masters' batches under --root (standby)", runServer},
 		{"promote", "failover: make a replica tree the master of a new epoch, fencing the old master", runPromote},
-		{"quarantine", "quarantine list|restore: files a failback kept from the old master", runQuarantine},
+		{"quarantine", "list|restore: the files a failback kept from the old master", runQuarantine},
 		{"passwd", "add or change a replica credential in sasl_passwd_file", runPasswd},
 	}
 }
@@ -101,7 +102,7 @@ type exitCoder interface{ ExitCode() int }
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "spoolsync keeps a hot standby copy of a mail spool.\n\nUsage: spoolsync COMMAND [options]\n\nCommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options.\n"+
 		"Configuration: %s (imapd.conf style; see README.md), or -c FILE.\n"+
