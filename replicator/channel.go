@@ -274,7 +274,7 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 		if err := offer(conn, ops, seq, &st, c.inlineNext); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
-		if err := send(conn, c.res, seq, c.wireName, ops, &st); err != nil {
+		if err := send(conn, seq, c.wireName, ops, &st); err != nil {
 			// A copy source the replica offered was gone when it applied
 			// the batch (removed earlier in the same batch): send it all
 			// inline next time rather than fail the same way forever.

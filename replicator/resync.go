@@ -226,19 +226,20 @@ type linkInfo struct {
 
 // resyncer holds the state of one merge.
 type resyncer struct {
-	o       ResyncOptions
-	report  *ResyncReport
-	bconn   *wire.Conn
-	res     *resolver
-	channel string
-	seq     uint64
-	steps   []step
-	extra   []shipOp // RemoveXattr ops for the next batch
-	watch   map[string]unix.Stat_t
-	links   map[[2]uint64]linkInfo
-	dirs    []dirFrame // the master directories the walk is in
-	gone    []string   // replica directories to remove once their subtree is done
-	extras  []step     // removals of what only the replica has, done last
+	o        ResyncOptions
+	report   *ResyncReport
+	bconn    *wire.Conn
+	res      *resolver
+	channel  string
+	seq      uint64
+	steps    []step
+	extra    []shipOp // RemoveXattr ops for the next batch
+	watch    map[string]unix.Stat_t
+	links    map[[2]uint64]linkInfo
+	dirs     []dirFrame // the master directories the walk is in
+	gone     []string   // replica directories to remove once their subtree is done
+	extras   []step     // removals of what only the replica has, done last
+	inflight *inflight  // the batch the replica is applying
 }
 
 type dirFrame struct {
@@ -604,44 +605,82 @@ func (rs *resyncer) flushGone(next string) {
 	}
 }
 
-// flush ships the steps gathered so far as one batch.
+// flush ships the steps gathered so far as one batch. Batches overlap by
+// one: this one is read (files opened and hashed) while the replica still
+// applies the last; it is offered and sent once the last is acknowledged,
+// so batches land in order (removals after the puts they may copy from).
+// With final, it also waits for its own acknowledgement.
 func (rs *resyncer) flush(final bool) error {
-	if rs.o.DryRun || len(rs.steps) == 0 && len(rs.extra) == 0 {
+	if rs.o.DryRun {
 		return nil
 	}
-	steps := rs.steps
-	rs.steps = nil
-	ops, _, err := rs.res.resolve(steps)
-	if err != nil {
+	var ops []shipOp
+	if len(rs.steps) > 0 || len(rs.extra) > 0 {
+		steps := rs.steps
+		rs.steps = nil
+		var err error
+		if ops, _, err = rs.res.resolve(steps); err != nil {
+			return err
+		}
+		ops = append(ops, rs.extra...)
+		rs.extra = nil
+	}
+	if err := rs.settle(); err != nil {
+		closeFiles(ops)
 		return err
 	}
-	defer closeFiles(ops)
-	ops = append(ops, rs.extra...)
-	rs.extra = nil
 	if len(ops) == 0 {
 		return nil
 	}
 	rs.seq++
-	var st batchStats
-	if err := offer(rs.bconn, ops, rs.seq, &st, false); err != nil {
-		return fmt.Errorf("resync batch %d: offer: %w", rs.seq, err)
+	b := &inflight{seq: rs.seq, ops: ops, watch: rs.watch}
+	rs.watch = nil
+	if err := offer(rs.bconn, ops, b.seq, &b.st, false); err != nil {
+		closeFiles(ops)
+		return fmt.Errorf("resync batch %d: offer: %w", b.seq, err)
 	}
-	if err := send(rs.bconn, rs.res, rs.seq, rs.channel, ops, &st); err != nil {
-		return fmt.Errorf("resync batch %d: %w", rs.seq, err)
+	if err := sendBatch(rs.bconn, b.seq, rs.channel, ops, &b.st); err != nil {
+		closeFiles(ops)
+		return fmt.Errorf("resync batch %d: %w", b.seq, err)
 	}
-	rs.report.Shipped += st.ops
-	rs.report.ContentBytes += st.sent
-	rs.report.Dedup += st.dedup
-	// What changed since it was read may have been shipped by rolling
-	// replication before this batch landed: have it shipped again.
+	rs.inflight = b
+	if final {
+		return rs.settle()
+	}
+	return nil
+}
+
+// inflight is a batch sent and not yet acknowledged.
+type inflight struct {
+	seq   uint64
+	ops   []shipOp
+	watch map[string]unix.Stat_t // the files it put, as they were read
+	st    batchStats
+}
+
+// settle waits for the batch in flight, if any, and hands what changed
+// since it was read back to rolling replication: that change may have
+// been shipped by the mount before this batch landed.
+func (rs *resyncer) settle() error {
+	b := rs.inflight
+	if b == nil {
+		return nil
+	}
+	rs.inflight = nil
+	defer closeFiles(b.ops)
+	if err := waitAck(rs.bconn, b.seq); err != nil {
+		return fmt.Errorf("resync batch %d: %w", b.seq, err)
+	}
+	rs.report.Shipped += b.st.ops
+	rs.report.ContentBytes += b.st.sent
+	rs.report.Dedup += b.st.dedup
 	var again []string
-	for p, was := range rs.watch {
+	for p, was := range b.watch {
 		var now unix.Stat_t
 		if unix.Lstat(rs.res.abs(p), &now) == nil && (now.Ino != was.Ino || now.Size != was.Size || now.Mtim != was.Mtim || now.Ctim != was.Ctim) {
 			again = append(again, p)
 		}
 	}
-	rs.watch = nil
 	if len(again) > 0 && rs.o.Rescan != nil {
 		if err := rs.o.Rescan(again); err != nil {
 			rs.report.Errors = append(rs.report.Errors, fmt.Sprintf("%d files changed during the resync and could not be handed to the mount: %v; run resync again", len(again), err))

@@ -352,7 +352,15 @@ func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error
 const maxOffer = wire.MaxOfferGUIDs
 
 // send writes the batch and waits for its acknowledgement.
-func send(c sender, r *resolver, seq uint64, channel string, ops []shipOp, st *batchStats) error {
+func send(c sender, seq uint64, channel string, ops []shipOp, st *batchStats) error {
+	if err := sendBatch(c, seq, channel, ops, st); err != nil {
+		return err
+	}
+	return waitAck(c, seq)
+}
+
+// sendBatch writes the batch without waiting for its acknowledgement.
+func sendBatch(c sender, seq uint64, channel string, ops []shipOp, st *batchStats) error {
 	if err := c.Send(&wire.BatchBegin{Seq: seq, Channel: channel}); err != nil {
 		return err
 	}
@@ -377,9 +385,12 @@ func send(c sender, r *resolver, seq uint64, channel string, ops []shipOp, st *b
 	if err := c.Send(&wire.BatchEnd{Seq: seq, OpCount: uint64(len(ops))}); err != nil {
 		return err
 	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
+	return c.Flush()
+}
+
+// waitAck waits for the replica to acknowledge batch seq (it does once the
+// batch is durable).
+func waitAck(c sender, seq uint64) error {
 	m, err := c.Recv()
 	if err != nil {
 		return err
