@@ -92,7 +92,6 @@ type planner struct {
 	byPath map[string]*lineage
 	all    []*lineage
 	dirs   map[string]bool // directories whose entries changed
-	nev    int
 }
 
 func newPlanner(pending []pendingEntry) *planner {
@@ -135,11 +134,10 @@ func parent(path string) string {
 
 // add applies one event.
 func (p *planner) add(ev *synclog.Event) {
-	p.nev++
 	switch ev.Op {
 	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod, synclog.OpRescan:
 		p.dirs[parent(ev.Path)] = true
-		p.replaced(ev.Path)
+		p.forget(ev.Path)
 		l := p.newLineage(ev.Path, true, false)
 		p.placePut(l, ev.Path)
 	case synclog.OpMkdir:
@@ -164,13 +162,8 @@ func (p *planner) add(ev *synclog.Event) {
 		}
 		p.track(ev.Path).attrs = true
 	case synclog.OpUnlink:
+		// Also for an object created in the batch: see leftover.
 		p.dirs[parent(ev.Path)] = true
-		if l := p.byPath[ev.Path]; l != nil && l.created && !l.inOrder {
-			delete(p.byPath, ev.Path)
-			l.names--
-			p.emit(step{kind: stepUnlink, path: ev.Path}) // see leftover
-			return
-		}
 		p.forget(ev.Path)
 		p.emit(step{kind: stepUnlink, path: ev.Path})
 	case synclog.OpRmdir:
@@ -185,7 +178,7 @@ func (p *planner) add(ev *synclog.Event) {
 		if l != nil && l.created && !l.inOrder {
 			p.materialize(l, ev.Path)
 		}
-		p.replaced(ev.Path2)
+		p.forget(ev.Path2)
 		p.emit(step{kind: stepLink, path: ev.Path, path2: ev.Path2})
 		if l != nil {
 			p.byPath[ev.Path2] = l
@@ -201,11 +194,6 @@ func (p *planner) track(path string) *lineage {
 		return l
 	}
 	return p.newLineage(path, false, false)
-}
-
-// replaced notes that whatever was at path is gone on the master.
-func (p *planner) replaced(path string) {
-	p.forget(path)
 }
 
 // forget drops the name path from its lineage.
