@@ -150,11 +150,18 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	}
 	c.connected(conn.Session())
 	// A replica of an older epoch is the old master coming back (or a
-	// new, empty replica): bring it to this tree by a resync that keeps,
-	// in its quarantine, everything only it holds.
-	if pos.Epoch < c.cfg.Client.Epoch || c.failbackPending() {
-		if err := c.failback(ctx, pos.Epoch); err != nil {
-			return false, fmt.Errorf("failback resync: %w", err)
+	// new tree): bring it to this tree by a resync that keeps, in its
+	// quarantine, everything only it holds. So is a replica this log has
+	// never shipped to: mail that was in the spool before the first mount
+	// has no events, and would otherwise never reach it.
+	first := pos.Applied == 0 && cursor == 0
+	if pos.Epoch < c.cfg.Client.Epoch || first || c.failbackPending() {
+		why := "a replica of an older epoch connected (failback)"
+		if pos.Epoch >= c.cfg.Client.Epoch {
+			why = "first connection of this log to the replica"
+		}
+		if err := c.failback(ctx, pos.Epoch, why); err != nil {
+			return false, fmt.Errorf("resync of the replica (%s): %w", why, err)
 		}
 		if cursor, err = c.log.Cursor(c.cfg.Name); err != nil {
 			return false, err
@@ -190,16 +197,18 @@ func (c *Channel) failbackPending() bool {
 	return err == nil
 }
 
-// failback resyncs the whole tree to a replica that came back from an
-// older epoch, quarantining what only it holds, then moves the cursor to
-// where the resync started: everything logged before is in the tree the
-// resync read. A marker keeps a failback that was cut short pending.
-func (c *Channel) failback(ctx context.Context, peer uint64) error {
+// failback resyncs the whole tree to a replica (one that came back from
+// an older epoch, or that this log never shipped to), quarantining what
+// only it holds (kept in place at epoch 0, where there is no older master
+// to quarantine from), then moves the cursor to where the resync started:
+// everything logged before is in the tree the resync read. A marker keeps
+// a resync that was cut short pending.
+func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 	if err := durable.WriteFile(c.failbackMarker(), []byte(fmt.Sprintf("%d\n", peer)), 0o600); err != nil {
 		return err
 	}
 	start := c.log.DurableSeq()
-	c.logger.Warn("a replica of an older epoch connected (failback): resyncing it; what only it holds goes to its quarantine",
+	c.logger.Warn(why+": resyncing the whole tree to it; what only it holds is kept (quarantined after a failover)",
 		"channel", c.cfg.Name, "replica_epoch", peer, "epoch", c.cfg.Client.Epoch)
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,
 		Quarantine: c.cfg.Client.Epoch, Logger: c.logger})

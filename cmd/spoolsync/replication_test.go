@@ -343,3 +343,18 @@ func (zeroes) Read(b []byte) (int, error) {
 	clear(b)
 	return len(b), nil
 }
+
+// TestSeedOnFirstContact: mail that was in the spool before the first
+// mount (it has no events) reaches a new replica with no manual step.
+func TestSeedOnFirstContact(t *testing.T) {
+	r := newReplicaEnv(t, "")
+	server, addr := startServer(t, r)
+	m := newEnv(t, fmt.Sprintf("sync_host: %s\nsync_authname: master\nsync_password: pw\n", addr))
+	for i := 0; i < 50; i++ {
+		write(t, filepath.Join(m.backing, "old", "Maildir", "cur", fmt.Sprintf("%d.old:2,S", i)), message(i))
+	}
+	p := &pair{m: m, r: r, server: server, addr: addr, mount: startMount(t, m)}
+	mkMaildir(t, filepath.Join(m.mnt, "old", "Maildir"))
+	deliver(t, filepath.Join(m.mnt, "old", "Maildir"), "new.host", "after the mount")
+	p.waitSynced(t)
+}
