@@ -24,6 +24,7 @@ type Node struct {
 	dirty []synclog.Range // bytes written since the last write event
 	// open handles by kernel I/O mode, see iomode.go
 	openPassthrough, openCached int
+	cachedReleased              time.Time // when the last cached handle was released
 }
 
 // WrapChild makes every node go-fuse creates (lookup, create, mkdir, ...) a
