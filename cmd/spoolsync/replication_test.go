@@ -162,6 +162,10 @@ func TestReplication(t *testing.T) {
 	deliver(t, filepath.Join(bob, ".Archive"), "reborn.host", "new content\n")
 	p.waitSynced(t)
 
+	// The control socket can hand paths to the log: root only.
+	if st, err := os.Stat(statusSocket(filepath.Join(p.m.state, "log"))); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("control socket: %v, mode %v; want 0600", err, st.Mode().Perm())
+	}
 	resp, err := http.Get("http://" + metrics + "/metrics")
 	must(t, err)
 	body, _ := io.ReadAll(resp.Body)
