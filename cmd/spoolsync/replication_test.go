@@ -163,8 +163,10 @@ func TestReplication(t *testing.T) {
 	p.waitSynced(t)
 
 	// The control socket can hand paths to the log: root only.
-	if st, err := os.Stat(statusSocket(filepath.Join(p.m.state, "log"))); err != nil || st.Mode().Perm() != 0o600 {
-		t.Errorf("control socket: %v, mode %v; want 0600", err, st.Mode().Perm())
+	if st, err := os.Stat(statusSocket(filepath.Join(p.m.state, "log"))); err != nil {
+		t.Errorf("control socket: %v", err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode %v, want 0600", st.Mode().Perm())
 	}
 	resp, err := http.Get("http://" + metrics + "/metrics")
 	must(t, err)
