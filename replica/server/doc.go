@@ -4,9 +4,14 @@
 //
 // # One connection
 //
-// After the handshake the session loop answers, in the order received:
+// After the handshake the session finds the master's tree (Options.Root,
+// or with TreeFor one tree per identity) and settles epochs (package
+// fence): a master of a lower epoch than the tree's is refused ("fenced");
+// a higher one is adopted (failback: the tree becomes its replica). Every
+// batch checks the epoch again, so a promotion fences a master that is
+// still connected. Then the loop answers, in the order received:
 //
-//	PositionRequest → Position{AppliedSeq, Interrupted} of the source
+//	PositionRequest → Position{AppliedSeq, Interrupted, the tree's epoch as found}
 //	Offer           → Lacks (Store.Lacks: index lookup and lstat)
 //	ManifestRequest → ManifestEntry… ManifestEnd (Store.Manifest)
 //	BatchBegin … BatchEnd → Ack, once the batch is committed (durable)
@@ -18,9 +23,11 @@
 //
 // # Batches
 //
-// A batch is first spooled (memory, then an unlinked file in the spool
-// dir) as it arrives; only at BatchEnd is Store.Begin called and the batch
-// applied from the spool, then committed and acked. The Store applies one
+// A batch is first spooled (memory up to 64 MiB, then an unlinked file in
+// the spool dir) as it arrives; only at BatchEnd is Store.Begin called and
+// the batch applied from the spool: its inline puts are staged (written to
+// temp files, one syncfs), then every op applied in order (staged files
+// renamed into place), then committed and acked. The Store applies one
 // batch at a time for the whole replica; spooling keeps that lock for the
 // time of a local apply, not for the time a (possibly slow) client takes
 // to send the batch, so one slow master does not stall another. The cost
