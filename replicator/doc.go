@@ -45,4 +45,13 @@
 //     disk, read a batch at a time.
 //   - After an unclean stop, files changed since the last checkpoint are
 //     recorded as OpRescan and shipped whole (rescan.go).
+//   - A replica this log has never shipped to, or one whose tree is of an
+//     older epoch (the old master after a failover), is first brought to
+//     the current tree by a whole-tree resync (resync.go) that keeps what
+//     only the replica holds — in its quarantine after a failover — and
+//     the cursor then starts where that resync started.
+//
+// Resync (resync.go) is also `spoolsync resync`: the master's walk and the
+// replica's manifest merged in one order, the differences shipped through
+// the same resolve/offer/send path.
 package replicator
