@@ -176,6 +176,9 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	}
 	defer r.Close()
 	for {
+		if err := c.resyncDirsIfAsked(ctx); err != nil {
+			return shipped, err
+		}
 		evs, err := c.gather(ctx, r, limit)
 		if err != nil {
 			return shipped, err
@@ -186,6 +189,43 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		}
 		shipped = true
 	}
+}
+
+func (c *Channel) resyncMarker() string {
+	return filepath.Join(c.log.Dir(), c.cfg.Name+".resync")
+}
+
+// resyncDirsIfAsked runs the subtree resync ResyncDirs asked for, if any,
+// and forgets the request once it succeeded.
+func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
+	b, err := os.ReadFile(c.resyncMarker())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var dirs []string
+	if err := json.Unmarshal(b, &dirs); err != nil {
+		dirs = nil // damaged: the whole tree, which is always right
+	}
+	for _, d := range dirs {
+		if wire.ValidPath(d) != nil {
+			dirs = nil
+			break
+		}
+	}
+	if len(dirs) > wire.MaxManifestPaths {
+		dirs = nil
+	}
+	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Paths: dirs, Delete: true, Client: c.cfg.Client,
+		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger})
+	if err != nil {
+		return fmt.Errorf("resync after an unclean stop: %w", err)
+	}
+	c.logger.Info("resync after an unclean stop done", "channel", c.cfg.Name, "subtrees", len(dirs),
+		"different", rep.Different, "deleted", rep.Deleted, "seconds", rep.Seconds)
+	return os.Remove(c.resyncMarker())
 }
 
 func (c *Channel) failbackMarker() string {

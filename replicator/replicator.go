@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,24 @@ func logID(dir string) (string, error) {
 		return "", fmt.Errorf("replicator: save the log identity: %w", err)
 	}
 	return id, nil
+}
+
+// ResyncDirs has every channel resync these subtrees (deleting on the
+// replica what the master lacks there) before its next batch: after an
+// unclean stop, the directories changed since the last checkpoint may hold
+// a rename or unlink whose event was lost. The request is kept on disk
+// until done. Nil or "." means the whole tree.
+func (r *Replicator) ResyncDirs(dirs []string) error {
+	b, err := json.Marshal(topmost(dirs))
+	if err != nil {
+		return err
+	}
+	for _, c := range r.channels {
+		if err := durable.WriteFile(c.resyncMarker(), b, 0o600); err != nil {
+			return fmt.Errorf("replicator: %w", err)
+		}
+	}
+	return nil
 }
 
 // Run ships on every channel until ctx is done, then closes the cache.

@@ -71,8 +71,11 @@ func EndRun(logDir string) error {
 // Rescan appends an OpRescan event for every regular file and symlink
 // under backing whose ctime is at or after since (the zero time: all of
 // them). It reads only metadata; the replicator reads content when it
-// ships.
-func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logger) (int, error) {
+// ships. It also returns the directories changed since then: a rename or
+// unlink whose event was lost (the process killed between the backing
+// operation and its append) left a difference only a resync of those
+// directories finds (Replicator.ResyncDirs).
+func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logger) (files int, dirs []string, err error) {
 	n := 0
 	var batch []*synclog.Event
 	flush := func() error {
@@ -83,7 +86,7 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 		batch = batch[:0]
 		return err
 	}
-	err := filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil // removed while we walked: its event is in the log
@@ -93,7 +96,7 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 		if d.IsDir() && fence.Reserved(filepath.Base(p)) && filepath.Dir(p) == filepath.Clean(backing) {
 			return filepath.SkipDir // spoolsync's own, never replicated
 		}
-		if d.IsDir() || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
+		if !d.IsDir() && !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
 			return nil
 		}
 		var st unix.Stat_t
@@ -104,6 +107,10 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 			return nil
 		}
 		rel, _ := filepath.Rel(backing, p)
+		if d.IsDir() {
+			dirs = append(dirs, filepath.ToSlash(rel))
+			return nil
+		}
 		batch = append(batch, &synclog.Event{Op: synclog.OpRescan, Path: filepath.ToSlash(rel), Ino: st.Ino})
 		n++
 		if len(batch) == 256 {
@@ -115,7 +122,23 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 		err = flush()
 	}
 	if err != nil {
-		return n, fmt.Errorf("rescan %s: %w", backing, err)
+		return n, nil, fmt.Errorf("rescan %s: %w", backing, err)
 	}
-	return n, nil
+	return n, dirs, nil
+}
+
+// topmost reduces dirs (as WalkDir lists them) to those not below another
+// one of them, in ComparePaths order; "." (the root) stands for all.
+func topmost(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		if d == "." {
+			return nil // the whole tree
+		}
+		if n := len(out); n > 0 && under(d, out[n-1]) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
 }

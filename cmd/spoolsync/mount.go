@@ -124,19 +124,24 @@ func runMount(args []string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	waitReplication := func() {}
+	var repl *replicator.Replicator
 	if len(cfg.Channels) > 0 {
 		if !cfg.SyncLog {
 			m.Unmount(*grace)
 			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
 		}
-		if waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
+		if repl, waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
 			m.Unmount(*grace)
 			return err
 		}
 	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
 	if slog_ != nil {
-		go keepCheckpoint(ctx, m, slog_, dirs.backing, rescanFrom, logger)
+		var resync func([]string) error
+		if repl != nil {
+			resync = repl.ResyncDirs
+		}
+		go keepCheckpoint(ctx, m, slog_, dirs.backing, rescanFrom, resync, logger)
 	}
 
 	select {
@@ -174,15 +179,18 @@ const checkpointEvery = 5 * time.Second
 
 // keepCheckpoint rescans after an unclean stop (when from is set), then
 // saves the mount's checkpoint every few seconds until ctx is done.
-func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, logger *slog.Logger) {
+func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, resync func([]string) error, logger *slog.Logger) {
 	if from != nil {
 		start := time.Now()
-		n, err := replicator.Rescan(lg, backing, *from, logger)
+		n, dirs, err := replicator.Rescan(lg, backing, *from, logger)
+		if err == nil && resync != nil {
+			err = resync(dirs)
+		}
 		if err != nil {
 			logger.Error("rescan after an unclean stop failed; run spoolsync resync", "err", err)
 		} else {
-			logger.Warn("the last run did not stop cleanly: files changed since its last checkpoint will be shipped whole",
-				"checkpoint", from.Format(time.RFC3339), "files", n, "took", time.Since(start).Round(time.Millisecond))
+			logger.Warn("the last run did not stop cleanly: files changed since its last checkpoint will be shipped whole, and the directories changed since then resynced",
+				"checkpoint", from.Format(time.RFC3339), "files", n, "directories", len(dirs), "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
 	t := time.NewTicker(checkpointEvery)

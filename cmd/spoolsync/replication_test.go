@@ -364,3 +364,26 @@ func TestSeedOnFirstContact(t *testing.T) {
 	deliver(t, filepath.Join(m.mnt, "old", "Maildir"), "new.host", "after the mount")
 	p.waitSynced(t)
 }
+
+// TestUncleanStopLostEvents: the mount is killed between a backing
+// operation and its event (simulated: the changes are made on the backing
+// dir while the mount is down). The next start resyncs the directories
+// changed since the last checkpoint, and the replica converges.
+func TestUncleanStopLostEvents(t *testing.T) {
+	p := newPair(t, "")
+	md := filepath.Join(p.m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	for i := 0; i < 10; i++ {
+		deliver(t, md, fmt.Sprintf("%d.lost", i), message(i))
+	}
+	p.waitSynced(t)
+	p.mount.cmd.Process.Kill()
+	<-p.mount.done
+	detach(p.m.mnt)
+	// What the lost events did: an unlink and a rename.
+	bmd := filepath.Join(p.m.backing, "user", "Maildir")
+	must(t, os.Remove(filepath.Join(bmd, "new", "1.lost")))
+	must(t, os.Rename(filepath.Join(bmd, "new", "2.lost"), filepath.Join(bmd, "cur", "2.lost:2,S")))
+	p.mount = startMount(t, p.m)
+	p.waitSynced(t)
+}
