@@ -497,20 +497,12 @@ func sameXattrs(p string, remote []wire.Xattr) bool {
 	for _, x := range remote {
 		have[x.Name] = string(x.Value)
 	}
-	sz, err := unix.Llistxattr(p, nil)
-	if err != nil || sz == 0 {
-		return len(have) == 0
-	}
-	buf := make([]byte, sz)
-	sz, _ = unix.Llistxattr(p, buf)
-	names := splitNul(buf[:sz])
-	if len(names) != len(have) {
+	local := readXattrs(p)
+	if len(local) != len(have) {
 		return false
 	}
-	for _, n := range names {
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, n, v)
-		if err != nil || string(v[:m]) != have[n] {
+	for _, x := range local {
+		if v, ok := have[x.Name]; !ok || v != string(x.Value) {
 			return false
 		}
 	}

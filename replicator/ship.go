@@ -243,17 +243,26 @@ func closeFiles(ops []shipOp) {
 // path. Attributes the replica has beyond these are not removed here:
 // removals travel as their own events.
 func (r *resolver) xattrs(path, src string) []shipOp {
-	p := r.abs(src)
+	var ops []shipOp
+	for _, x := range readXattrs(r.abs(src)) {
+		ops = append(ops, shipOp{msg: &wire.SetXattr{Path: path, Name: x.Name, Value: x.Value}})
+	}
+	return ops
+}
+
+// readXattrs returns the extended attributes of p (not following a final
+// symlink), in the order the filesystem lists them. An attribute that
+// vanishes while it is read is left out.
+func readXattrs(p string) []wire.Xattr {
 	sz, err := unix.Llistxattr(p, nil)
 	if err != nil || sz == 0 {
 		return nil
 	}
 	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(p, buf)
-	if err != nil {
+	if sz, err = unix.Llistxattr(p, buf); err != nil {
 		return nil
 	}
-	var ops []shipOp
+	var out []wire.Xattr
 	for _, name := range splitNul(buf[:sz]) {
 		vsz, err := unix.Lgetxattr(p, name, nil)
 		if err != nil {
@@ -263,9 +272,9 @@ func (r *resolver) xattrs(path, src string) []shipOp {
 		if vsz, err = unix.Lgetxattr(p, name, val); err != nil {
 			continue
 		}
-		ops = append(ops, shipOp{msg: &wire.SetXattr{Path: path, Name: name, Value: val[:vsz]}})
+		out = append(out, wire.Xattr{Name: name, Value: val[:vsz]})
 	}
-	return ops
+	return out
 }
 
 func splitNul(b []byte) []string {
