@@ -13,6 +13,7 @@ import (
 
 	"spoolsync/fence"
 	"spoolsync/internal/treecmp"
+	"spoolsync/replicator"
 )
 
 // host is one machine of a failover test: a tree that is served as a
@@ -175,17 +176,7 @@ func TestFencing(t *testing.T) {
 
 	before := messages(t, b.tree)
 	deliver(t, md, "after.host", "must not reach b")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := readStatus(filepath.Join(a.env.state, "log"))
-		if err == nil && len(s) == 1 && s[0].Fenced {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status does not show the fencing: %+v %v", s, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStatus(t, a.env, 30*time.Second, "the fencing", func(c replicator.ChannelStatus) bool { return c.Fenced })
 	if _, ok := messages(t, b.tree)["after.host"]; ok || len(messages(t, b.tree)) != len(before) {
 		t.Error("the fenced master changed the promoted tree")
 	}

@@ -19,6 +19,7 @@ import (
 	"spoolsync/fence"
 	"spoolsync/internal/testenv"
 	"spoolsync/internal/treecmp"
+	"spoolsync/replicator"
 )
 
 // pair is a master mount replicating to a replica server, both real
@@ -52,19 +53,44 @@ func freeAddr(t *testing.T) string {
 // the trees are identical; it fails the test with every difference.
 func (p *pair) waitSynced(t *testing.T) {
 	t.Helper()
+	p.waitSyncedSub(t, "")
+}
+
+// waitSyncedSub is waitSynced for one subtree ("" for the whole tree).
+func (p *pair) waitSyncedSub(t *testing.T, sub string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var diffs []string
 	for time.Now().Before(deadline) {
 		st, err := readStatus(filepath.Join(p.m.state, "log"))
 		if err == nil && len(st) == 1 && st[0].BacklogEvents == 0 {
-			if diffs, err = treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{fence.Dir, fence.QuarantineDir}, DirMtimes: true}); err == nil && len(diffs) == 0 {
+			diffs, err = treecmp.Diff(filepath.Join(p.m.backing, sub), filepath.Join(p.r.root, sub),
+				treecmp.Options{Skip: []string{fence.Dir, fence.QuarantineDir}, DirMtimes: true})
+			if err == nil && len(diffs) == 0 {
 				return
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	st, _ := readStatus(filepath.Join(p.m.state, "log"))
-	t.Fatalf("replica not identical after 60s (status %+v):\n%s\nmount log:\n%s", st, strings.Join(diffs, "\n"), p.mount.stderr)
+	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr)
+}
+
+// waitStatus polls the mount's status until its one channel satisfies ok,
+// and returns it; after timeout the test fails saying what it waited for.
+func waitStatus(t *testing.T, e *env, timeout time.Duration, what string, ok func(replicator.ChannelStatus) bool) replicator.ChannelStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := readStatus(filepath.Join(e.state, "log"))
+		if err == nil && len(st) == 1 && ok(st[0]) {
+			return st[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not show %s after %v: %+v %v", what, timeout, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // deliver puts a message into a maildir as an MTA does.
@@ -252,15 +278,7 @@ func TestReplicationAuthErrors(t *testing.T) {
 		md := filepath.Join(m.mnt, "Maildir")
 		mkMaildir(t, md)
 		deliver(t, md, "1.host", message(1))
-		var st string
-		for i := 0; i < 100; i++ {
-			s, err := readStatus(filepath.Join(m.state, "log"))
-			if err == nil && len(s) == 1 && s[0].LastError != "" {
-				st = s[0].LastError
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		st := waitStatus(t, m, 10*time.Second, "an error", func(c replicator.ChannelStatus) bool { return c.LastError != "" }).LastError
 		if !strings.Contains(st, "authentication failed") && !strings.Contains(st, "admins") {
 			t.Fatalf("status last error = %q, want the authentication refusal", st)
 		}
@@ -274,24 +292,6 @@ func TestReplicationAuthErrors(t *testing.T) {
 		p.waitSyncedSub(t, "Maildir")
 		os.RemoveAll(filepath.Join(m.backing, "Maildir"))
 	}
-}
-
-// waitSyncedSub is waitSynced for one subtree.
-func (p *pair) waitSyncedSub(t *testing.T, sub string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var diffs []string
-	for time.Now().Before(deadline) {
-		st, err := readStatus(filepath.Join(p.m.state, "log"))
-		if err == nil && len(st) == 1 && st[0].BacklogEvents == 0 {
-			diffs, err = treecmp.Diff(filepath.Join(p.m.backing, sub), filepath.Join(p.r.root, sub), treecmp.Options{DirMtimes: true})
-			if err == nil && len(diffs) == 0 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("replica's %s not identical after 60s:\n%s", sub, strings.Join(diffs, "\n"))
 }
 
 // startServerAt starts `spoolsync server` listening on listen and waits for
@@ -327,17 +327,9 @@ func TestReplicaDiskFull(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		deliver(t, md, fmt.Sprintf("%d.full", i), strings.Repeat(message(i), 200)) // ~3 MB in all
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := readStatus(filepath.Join(m.state, "log"))
-		if err == nil && len(st) == 1 && strings.Contains(st[0].LastError, "no space") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status does not show the replica's full disk: %+v %v", st, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStatus(t, m, 30*time.Second, "the replica's full disk", func(c replicator.ChannelStatus) bool {
+		return strings.Contains(c.LastError, "no space")
+	})
 	deliver(t, md, "while-full", "the master still takes mail") // the master is unaffected
 	must(t, os.Remove(filler))
 	p.waitSyncedSub(t, "user")
