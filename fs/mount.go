@@ -116,19 +116,13 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	raw := renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
-	stopProfile, err := startProfile()
-	if err != nil {
-		return nil, err
-	}
 	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
 	if err != nil {
-		stopProfile()
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 	}
 	m := &Mount{c: c, server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
 	go func() {
 		server.Serve()
-		stopProfile()
 		close(m.done)
 	}()
 	if err := server.WaitMount(); err != nil {

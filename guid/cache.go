@@ -40,7 +40,22 @@ type Cache struct {
 	db      *bolt.DB
 	mu      sync.Mutex
 	pending map[cacheKey]GUID
+
+	// reader is one read transaction shared by lookups: beginning a
+	// transaction and opening the bucket per lookup was half of a lookup's
+	// cost, and a resync looks up every file. readerMu serializes its use
+	// (a bbolt transaction is not safe for concurrent use) and is held by
+	// Flush across its write, which must not wait for a read transaction
+	// to end (bbolt may need to remap the file).
+	readerMu   sync.Mutex
+	reader     *bolt.Tx
+	readBucket *bolt.Bucket
+	readerUses int
 }
+
+// maxReaderUses bounds the lookups one shared read transaction serves, so that
+// an old snapshot does not keep bbolt from reusing freed pages for long.
+const maxReaderUses = 10000
 
 // OpenCache opens (creating if needed) the cache file at path, typically
 // <state_dir>/guid-cache.db. A file another process holds is an error after
@@ -57,7 +72,30 @@ func OpenCache(path string) (*Cache, error) {
 		db.Close()
 		return nil, fmt.Errorf("guid cache %s: %w", path, err)
 	}
-	return &Cache{db: db, pending: make(map[cacheKey]GUID)}, nil
+	c := &Cache{db: db, pending: make(map[cacheKey]GUID)}
+	c.Prefetch()
+	return c, nil
+}
+
+// prefetchMax bounds the cache files Prefetch reads ahead: about a million
+// files' entries.
+const prefetchMax = 256 << 20
+
+// Prefetch asks the kernel to read the whole cache file into the page cache
+// in the background; call it before looking up a whole tree. A resync looks up every file of the spool, at keys
+// spread over the whole file: on a cold cache, reading the file in large
+// sequential requests beats one 4 KiB page fault per lookup (measured: a
+// fifth of an unchanged resync's time). A larger file is left to page
+// faults rather than pushing a mail server's working set out of memory.
+func (c *Cache) Prefetch() {
+	f, err := os.Open(c.db.Path())
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() <= prefetchMax {
+		_ = unix.Fadvise(int(f.Fd()), 0, fi.Size(), unix.FADV_WILLNEED)
+	}
 }
 
 // Lookup returns the cached GUID in mode m of the file whose stat is st.
@@ -72,14 +110,31 @@ func (c *Cache) Lookup(st *unix.Stat_t, m Mode) (GUID, bool) {
 	if ok {
 		return g, true
 	}
-	_ = c.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(cacheBucket).Get(k[:])
-		if v != nil {
-			g, ok = decodeCacheValue(m, v)
+	c.readerMu.Lock()
+	defer c.readerMu.Unlock()
+	if c.readerUses >= maxReaderUses {
+		c.endReader()
+	}
+	if c.reader == nil {
+		tx, err := c.db.Begin(false)
+		if err != nil {
+			return GUID{}, false
 		}
-		return nil
-	})
+		c.reader, c.readBucket, c.readerUses = tx, tx.Bucket(cacheBucket), 0
+	}
+	c.readerUses++
+	if v := c.readBucket.Get(k[:]); v != nil {
+		g, ok = decodeCacheValue(m, v) // copies v, valid only in the transaction
+	}
 	return g, ok
+}
+
+// endReader ends the shared read transaction; readerMu is held.
+func (c *Cache) endReader() {
+	if c.reader != nil {
+		c.reader.Rollback()
+		c.reader, c.readBucket = nil, nil
+	}
 }
 
 // decodeCacheValue checks a stored sum against the mode in its key; a value
@@ -113,6 +168,9 @@ func (c *Cache) Flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
+	c.readerMu.Lock()
+	defer c.readerMu.Unlock()
+	c.endReader()
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(cacheBucket)
 		for k, g := range batch {
@@ -130,7 +188,11 @@ func (c *Cache) Flush() error {
 
 // Close flushes and closes the cache.
 func (c *Cache) Close() error {
-	return errors.Join(c.Flush(), c.db.Close())
+	err := c.Flush()
+	c.readerMu.Lock()
+	c.endReader()
+	c.readerMu.Unlock()
+	return errors.Join(err, c.db.Close())
 }
 
 // HashFile returns the GUID of the regular file at path, from the cache when

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"spoolsync/internal/xattr"
 )
 
 // testCase is a store on a fresh root, with a sentinel directory "outside"
@@ -151,7 +153,7 @@ func snapshot(t *testing.T, dir string, skip ...string) string {
 			l, _ := os.Readlink(p)
 			fmt.Fprintf(&b, " target=%q", l)
 		}
-		xs, _ := readXattrs(p)
+		xs, _ := xattr.Read(unix.AT_FDCWD, p)
 		for _, x := range xs {
 			fmt.Fprintf(&b, " %s=%q", x.Name, x.Value)
 		}

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"path"
-	"slices"
 
 	"golang.org/x/sys/unix"
 
 	"spoolsync/guid"
+	"spoolsync/internal/walk"
+	"spoolsync/internal/xattr"
 )
 
 // Entry describes one entry of the replica tree, for resync.
@@ -32,103 +32,80 @@ type Entry struct {
 // Manifest walks subtree ("" or "." for the whole root) in filepath.WalkDir
 // order — a directory before its children, names in lexical byte order,
 // depth first — calling fn for every entry, the subtree itself first. The
-// reserved .spoolsync dir is left out. Symlinks are reported, never
-// followed. Regular files get their GUID in mode from the GUID cache, hashed
-// when not cached. fn returning fs.SkipDir for a directory skips its
-// children; any other error stops the walk and is returned. Only one
-// directory's names are held in memory at a time per level of depth.
-// Manifest may run while a batch is being applied; it then sees some state
-// in between, which is what resync expects of a live tree.
+// reserved .spoolsync dir and the quarantine are left out. Symlinks are
+// reported, never followed. Regular files get their GUID in mode from the
+// GUID cache, hashed when not cached. An error from fn stops the walk and
+// is returned. Directories are read ahead in parallel, a bounded number of
+// them (internal/walk). Manifest may run while a batch is being applied;
+// it then sees some state in between, which is what resync expects of a
+// live tree.
 func (s *Store) Manifest(subtree string, mode guid.Mode, fn func(Entry) error) error {
-	if subtree == "" || subtree == "." {
-		fd, err := unix.Openat(s.rootfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return opErr("manifest", ".", err)
-		}
-		e, err := s.entry(parent{fd, "."}, ".", mode)
-		if err != nil {
-			unix.Close(fd)
-			return opErr("manifest", ".", err)
-		}
-		return s.walkDir(fd, e, mode, fn)
+	s.cache.Prefetch()
+	if subtree == "" {
+		subtree = "."
 	}
-	par, err := openParent(s.rootfd, subtree)
+	top, err := s.topEntry(subtree, mode)
 	if err != nil {
 		return opErr("manifest", subtree, err)
 	}
-	defer par.close()
-	return s.walkAt(par, subtree, mode, fn)
-}
-
-// walkAt reports the entry par names and, for a directory, walks it.
-func (s *Store) walkAt(par parent, p string, mode guid.Mode, fn func(Entry) error) error {
-	e, err := s.entry(par, p, mode)
-	if err != nil {
-		return opErr("manifest", p, err)
-	}
-	if e.Type != fs.ModeDir {
-		return fn(e)
-	}
-	fd, err := unix.Openat(par.fd, par.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return opErr("manifest", p, err)
-	}
-	return s.walkDir(fd, e, mode, fn)
-}
-
-// walkDir reports e, the directory open as fd (which it closes), then its
-// children.
-func (s *Store) walkDir(fd int, e Entry, mode guid.Mode, fn func(Entry) error) error {
-	dir := os.NewFile(uintptr(fd), e.Path)
-	defer dir.Close()
-	if err := fn(e); err != nil {
-		if errors.Is(err, fs.SkipDir) {
-			return nil
-		}
+	if err := fn(top); err != nil || top.Type != fs.ModeDir {
 		return err
 	}
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		return opErr("manifest", e.Path, err)
+	opts := walk.Options[Entry]{
+		Open: func(dir string) (int, error) { return openDirBeneath(s.rootfd, dir) },
+		Skip: func(p string) bool { return p == reserved || p == QuarantineDir },
+		Detail: func(w *walk.Entry[Entry]) (Entry, error) {
+			return s.entry(parent{w.Dir, w.Name}, w.Path, &w.Stat, mode)
+		},
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		if e.Path == "." && (name == reserved || name == QuarantineDir) {
-			continue
+	return walk.Tree(subtree, opts, func(w *walk.Entry[Entry]) error {
+		if errors.Is(w.DetailErr, unix.ENOENT) {
+			return nil // removed since it was listed
 		}
-		err := s.walkAt(parent{fd, name}, path.Join(e.Path, name), mode, fn)
-		if errors.Is(err, unix.ENOENT) {
-			continue // removed since it was listed
+		if w.DetailErr != nil {
+			return opErr("manifest", w.Path, w.DetailErr)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return fn(w.Detail)
+	})
 }
 
-// entry describes par's entry (not following it).
-func (s *Store) entry(par parent, p string, mode guid.Mode) (Entry, error) {
-	var st unix.Stat_t
-	if err := unix.Fstatat(par.fd, par.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+// topEntry describes the subtree's own entry ("." for the root).
+func (s *Store) topEntry(subtree string, mode guid.Mode) (Entry, error) {
+	par := parent{fd: s.rootfd, name: "."}
+	if subtree != "." {
+		var err error
+		if par, err = openParent(s.rootfd, subtree); err != nil {
+			return Entry{}, err
+		}
+		defer par.close()
+	}
+	st, err := par.lstat()
+	if err != nil {
 		return Entry{}, err
 	}
+	return s.entry(par, subtree, &st, mode)
+}
+
+// entry describes par's entry, whose stat is st (not following it).
+func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode) (Entry, error) {
 	e := Entry{
 		Path: p, Type: fileType(st.Mode), Size: st.Size, Mode: st.Mode & 07777,
 		Uid: st.Uid, Gid: st.Gid, Mtime: st.Mtim.Nano(), Nlink: uint64(st.Nlink),
 		Ino: st.Ino, Dev: uint64(st.Dev),
 	}
 	var err error
-	if e.Xattrs, err = readXattrs(par.proc()); err != nil && err != unix.EOPNOTSUPP {
+	if e.Xattrs, err = xattr.Read(par.fd, par.name); err != nil && err != unix.EOPNOTSUPP {
 		return Entry{}, err
 	}
 	switch e.Type {
 	case fs.ModeSymlink:
-		if e.Target, err = readlinkat(par); err != nil {
+		if e.Target, err = walk.Readlink(par.fd, par.name); err != nil {
 			return Entry{}, err
 		}
 	case 0:
-		if mode != guid.None {
+		if g, ok := s.cache.Lookup(st, mode); ok {
+			e.GUID = g // cached by the stat we have: no open
+		} else if mode != guid.None {
 			fd, err := par.openFile(unix.O_RDONLY)
 			if err != nil {
 				return Entry{}, err
@@ -142,19 +119,6 @@ func (s *Store) entry(par parent, p string, mode guid.Mode) (Entry, error) {
 		}
 	}
 	return e, nil
-}
-
-func readlinkat(par parent) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		n, err := unix.Readlinkat(par.fd, par.name, buf)
-		if err != nil {
-			return "", err
-		}
-		if n < size {
-			return string(buf[:n]), nil
-		}
-	}
 }
 
 func fileType(m uint32) fs.FileMode {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spoolsync/guid"
+	"spoolsync/internal/xattr"
 )
 
 // Meta is the metadata of an entry as the master has it.
@@ -30,10 +31,7 @@ type Meta struct {
 }
 
 // Xattr is one extended attribute.
-type Xattr struct {
-	Name  string
-	Value []byte
-}
+type Xattr = xattr.Attr
 
 // Attr selects what SetAttr changes.
 type Attr uint8
@@ -113,7 +111,7 @@ func exactNamespace(name string) bool {
 }
 
 func setXattrsExact(par parent, want []Xattr) error {
-	have, err := listXattrs(par.proc())
+	have, err := xattr.List(par.fd, par.name)
 	if err != nil {
 		return fmt.Errorf("list xattrs: %w", err)
 	}
@@ -130,64 +128,6 @@ func setXattrsExact(par parent, want []Xattr) error {
 		}
 	}
 	return nil
-}
-
-// listXattrs lists the xattr names of the entry at a proc path (not
-// following its final component).
-func listXattrs(p string) ([]string, error) {
-	for {
-		n, err := unix.Llistxattr(p, nil)
-		if err != nil || n == 0 {
-			return nil, err
-		}
-		buf := make([]byte, n)
-		n, err = unix.Llistxattr(p, buf)
-		if err == unix.ERANGE {
-			continue // grew in between
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for s := range strings.SplitSeq(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
-			}
-		}
-		return names, nil
-	}
-}
-
-// readXattrs returns all xattrs of the entry at a proc path, sorted by name.
-func readXattrs(p string) ([]Xattr, error) {
-	names, err := listXattrs(p)
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(names)
-	out := make([]Xattr, 0, len(names))
-	for _, name := range names {
-		for {
-			n, err := unix.Lgetxattr(p, name, nil)
-			if err == unix.ENODATA {
-				break // removed in between
-			}
-			if err != nil {
-				return nil, fmt.Errorf("get xattr %s: %w", name, err)
-			}
-			v := make([]byte, n)
-			n, err = unix.Lgetxattr(p, name, v)
-			if err == unix.ERANGE {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("get xattr %s: %w", name, err)
-			}
-			out = append(out, Xattr{name, v[:n]})
-			break
-		}
-	}
-	return out, nil
 }
 
 // SetAttr sets the parts of meta that mask selects on p, never following a

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"spoolsync/internal/xattr"
 )
 
 const t0 = int64(1_700_000_000_123_456_789)
@@ -169,7 +170,7 @@ func TestOps(t *testing.T) {
 			unix.Setxattr(tc.path("f"), "user.old", []byte("o"), 0)
 		}, func(tx *Txn) error {
 			m := meta(0o644, t0)
-			m.Xattrs = []Xattr{{"user.k", []byte("v")}}
+			m.Xattrs = []Xattr{{Name: "user.k", Value: []byte("v")}}
 			if err := tx.Put("g", m, str("y")); err != nil {
 				return err
 			}
@@ -316,7 +317,7 @@ func (tc *testCase) wantGone(p string) {
 
 func (tc *testCase) wantXattrs(p, want string) {
 	tc.t.Helper()
-	xs, err := readXattrs(tc.path(p))
+	xs, err := xattr.Read(unix.AT_FDCWD, tc.path(p))
 	must(tc.t, err)
 	var got string
 	for i, x := range xs {

@@ -2,11 +2,10 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,8 @@ import (
 
 	"spoolsync/fence"
 	"spoolsync/guid"
+	"spoolsync/internal/walk"
+	"spoolsync/internal/xattr"
 	"spoolsync/wire"
 )
 
@@ -73,10 +74,15 @@ func (r *ResyncReport) Remaining(opts ResyncOptions) bool {
 	return opts.DryRun && r.Different > 0 || r.Extra > r.Deleted
 }
 
-// local is one entry of the master's walk.
+// local is one entry of the master's walk, with what compare needs of it,
+// read by the walk's parallel readers.
 type local struct {
-	path string
-	st   unix.Stat_t
+	path   string
+	st     unix.Stat_t
+	xattrs []wire.Xattr
+	guid   guid.GUID // regular files
+	err    error     // hashing failed: the file is gone
+	target string    // symlinks
 }
 
 func kindOf(mode uint32) uint8 {
@@ -132,10 +138,12 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	rs := &resyncer{o: o, report: &ResyncReport{}, bconn: bconn,
 		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
-	remote := make(chan *wire.ManifestEntry, 256)
+	remoteCh := make(chan []*wire.ManifestEntry, 16)
 	remoteErr := make(chan error, 1)
 	go func() {
-		defer close(remote)
+		defer close(remoteCh)
+		out := batcher[*wire.ManifestEntry]{ch: remoteCh}
+		defer out.flush()
 		for {
 			m, err := mconn.Recv()
 			if err != nil {
@@ -144,7 +152,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			}
 			switch m := m.(type) {
 			case *wire.ManifestEntry:
-				remote <- m
+				out.send(m)
 			case *wire.ManifestEnd:
 				remoteErr <- nil
 				return
@@ -154,12 +162,15 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			}
 		}
 	}()
-	locals := make(chan local, 256)
+	localCh := make(chan []local, 16)
 	localErr := make(chan error, 1)
 	go func() {
-		defer close(locals)
-		localErr <- walkLocal(o.Backing, paths, locals)
+		defer close(localCh)
+		out := batcher[local]{ch: localCh}
+		defer out.flush()
+		localErr <- rs.walkLocal(o.Backing, paths, &out)
 	}()
+	locals, remote := &unbatcher[local]{ch: localCh}, &unbatcher[*wire.ManifestEntry]{ch: remoteCh}
 	err = rs.merge(ctx, locals, remote)
 	if err == nil {
 		err = <-localErr
@@ -182,33 +193,43 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 }
 
 // walkLocal sends the entries of the backing dir's subtrees in
-// ComparePaths order (the order filepath.WalkDir visits).
-func walkLocal(backing string, paths []string, out chan<- local) error {
+// ComparePaths order, reading directories ahead in parallel (internal/walk):
+// on a cold cache of a large spool the walk is most of an unchanged
+// resync's time.
+func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local]) error {
+	rootfd, err := unix.Open(backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("walk %s: %w", backing, err)
+	}
+	defer unix.Close(rootfd)
+	opts := walk.Options[local]{
+		Open: func(dir string) (int, error) { return openBeneath(rootfd, dir) },
+		Skip: fence.Reserved, // spoolsync's own, never replicated
+		Detail: func(e *walk.Entry[local]) (local, error) {
+			return rs.detail(local{path: e.Path, st: e.Stat}, e.Dir, e.Name), nil
+		},
+	}
 	roots := paths
 	if len(roots) == 0 {
-		roots = []string{""}
+		roots = []string{"."}
 	}
 	for _, r := range roots {
-		err := filepath.WalkDir(filepath.Join(backing, r), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if os.IsNotExist(err) {
-					return nil // gone while we walked; its event is in the log
-				}
-				return err
+		var e local
+		e.path = r
+		if err := unix.Fstatat(rootfd, r, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone while we walked; its event is in the log
 			}
-			rel, _ := filepath.Rel(backing, p)
-			if rel == "." {
-				return nil
-			}
-			if fence.Reserved(rel) {
-				return filepath.SkipDir // spoolsync's own, never replicated
-			}
-			var e local
-			e.path = filepath.ToSlash(rel)
-			if err := unix.Lstat(p, &e.st); err != nil {
-				return nil
-			}
-			out <- e
+			return fmt.Errorf("walk %s: %w", filepath.Join(backing, r), err)
+		}
+		if r != "." {
+			out.send(rs.detail(e, unix.AT_FDCWD, filepath.Join(backing, r)))
+		}
+		if kindOf(e.st.Mode) != wire.KindDir {
+			continue
+		}
+		err := walk.Tree(r, opts, func(e *walk.Entry[local]) error {
+			out.send(e.Detail)
 			return nil
 		})
 		if err != nil {
@@ -216,6 +237,94 @@ func walkLocal(backing string, paths []string, out chan<- local) error {
 		}
 	}
 	return nil
+}
+
+// openBeneath opens a directory of the backing tree without following a
+// symlink anywhere in its path: a user's symlink in the spool must not
+// take the walk out of it.
+func openBeneath(rootfd int, dir string) (int, error) {
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	for {
+		fd, err := unix.Openat2(rootfd, dir, &how)
+		switch err {
+		case unix.EAGAIN, unix.EINTR:
+			continue // a concurrent rename; RESOLVE_BENEATH asks to retry
+		case unix.ENOSYS: // before Linux 5.6: only the last component is guarded
+			return unix.Openat(rootfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		return fd, err
+	}
+}
+
+// detail reads what compare needs of l beyond its stat; l is name in the
+// directory open as dirfd (unix.AT_FDCWD: name is its path). A file's GUID
+// comes from the cache by the walk's stat (no open), else it is hashed;
+// --verify always hashes.
+func (rs *resyncer) detail(l local, dirfd int, name string) local {
+	p := rs.res.abs(l.path)
+	switch kindOf(l.st.Mode) {
+	case wire.KindFile:
+		switch g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); {
+		case rs.o.Verify:
+			l.guid, l.err = guid.File(rs.o.Mode, p)
+		case ok:
+			l.guid = g
+		default:
+			l.guid, l.err = rs.o.Cache.HashFile(p, rs.o.Mode)
+		}
+	case wire.KindSymlink:
+		l.target, l.err = walk.Readlink(dirfd, name)
+		return l // a symlink's own xattrs are not replicated
+	}
+	attrs, _ := xattr.Read(dirfd, name)
+	l.xattrs = wireXattrs(attrs)
+	return l
+}
+
+// batchSize is how many entries travel together from the walk and from
+// the manifest to the merge: a channel operation per entry (a goroutine
+// handoff each) cost more than comparing the entry.
+const batchSize = 256
+
+// batcher sends values on ch in batches.
+type batcher[T any] struct {
+	ch  chan<- []T
+	buf []T
+}
+
+func (b *batcher[T]) send(v T) {
+	b.buf = append(b.buf, v)
+	if len(b.buf) == batchSize {
+		b.flush()
+	}
+}
+
+func (b *batcher[T]) flush() {
+	if len(b.buf) > 0 {
+		b.ch <- b.buf
+		b.buf = make([]T, 0, batchSize)
+	}
+}
+
+// unbatcher receives what a batcher sent, one value at a time.
+type unbatcher[T any] struct {
+	ch  <-chan []T
+	buf []T
+}
+
+func (u *unbatcher[T]) next() (T, bool) {
+	for len(u.buf) == 0 {
+		b, ok := <-u.ch
+		if !ok {
+			var zero T
+			return zero, false
+		}
+		u.buf = b
+	}
+	v := u.buf[0]
+	u.buf = u.buf[1:]
+	return v, true
 }
 
 type linkInfo struct {
@@ -258,9 +367,9 @@ func (rs *resyncer) differ(format string, args ...any) {
 // under reports whether p is d or below it.
 func under(p, d string) bool { return p == d || strings.HasPrefix(p, d+"/") }
 
-func (rs *resyncer) merge(ctx context.Context, locals <-chan local, remote <-chan *wire.ManifestEntry) error {
-	l, lok := <-locals
-	r, rok := <-remote
+func (rs *resyncer) merge(ctx context.Context, locals *unbatcher[local], remote *unbatcher[*wire.ManifestEntry]) error {
+	l, lok := locals.next()
+	r, rok := remote.next()
 	for lok || rok {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -283,10 +392,10 @@ func (rs *resyncer) merge(ctx context.Context, locals <-chan local, remote <-cha
 		case c < 0: // only on the master
 			rs.report.Scanned++
 			rs.missing(l)
-			l, lok = <-locals
+			l, lok = locals.next()
 		case c > 0: // only on the replica
 			rs.extraEntry(r)
-			r, rok = <-remote
+			r, rok = remote.next()
 		default:
 			rs.report.Scanned++
 			if kindOf(l.st.Mode) != r.Kind {
@@ -296,25 +405,25 @@ func (rs *resyncer) merge(ctx context.Context, locals <-chan local, remote <-cha
 					rs.report.Quarantined++
 					rs.changed(r.Path)
 					rs.add(step{kind: stepQuarantine, path: r.Path})
-					for r, rok = <-remote; rok && under(r.Path, l.path); r, rok = <-remote {
+					for r, rok = remote.next(); rok && under(r.Path, l.path); r, rok = remote.next() {
 					}
 					rs.missing(l)
-					l, lok = <-locals
+					l, lok = locals.next()
 					continue
 				}
 				rs.removeRemote(r)
 				// The replica's subtree follows its directory: consume it.
-				for r, rok = <-remote; rok && under(r.Path, l.path); r, rok = <-remote {
+				for r, rok = remote.next(); rok && under(r.Path, l.path); r, rok = remote.next() {
 					rs.removeRemote(r)
 				}
 				rs.flushGone(l.path)
 				rs.missing(l)
-				l, lok = <-locals
+				l, lok = locals.next()
 				continue
 			}
 			rs.compare(l, r)
-			l, lok = <-locals
-			r, rok = <-remote
+			l, lok = locals.next()
+			r, rok = remote.next()
 		}
 		if len(rs.steps) >= rs.o.BatchOps {
 			if err := rs.flush(false); err != nil {
@@ -433,7 +542,7 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 	st := &l.st
 	attrs := st.Uid != r.UID || st.Gid != r.GID
 	if r.Kind != wire.KindSymlink {
-		attrs = attrs || st.Mode&07777 != r.Mode&07777 || st.Mtim.Nano() != r.Mtime || !sameXattrs(rs.res.abs(l.path), r.Xattrs)
+		attrs = attrs || st.Mode&07777 != r.Mode&07777 || st.Mtim.Nano() != r.Mtime || !sameXattrs(l.xattrs, r.Xattrs)
 	}
 	switch r.Kind {
 	case wire.KindDir:
@@ -443,7 +552,7 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 			rs.report.Identical++
 		}
 		rs.enterDir(l.path, attrs)
-		rs.removeXattrs(l.path, r.Xattrs)
+		rs.removeXattrs(l, r.Xattrs)
 		return
 	case wire.KindFile:
 		if rs.linked(l, r) {
@@ -451,11 +560,10 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 		}
 		content := st.Size != int64(r.Size)
 		if !content {
-			g, err := rs.hash(l.path)
-			if err != nil {
+			if l.err != nil {
 				return // gone: rolling replication carries it
 			}
-			content = wireGUID(g) != r.GUID
+			content = wireGUID(l.guid) != r.GUID
 		}
 		// A file the master holds once but the replica shares between
 		// names must be split, or a write to one would change the others.
@@ -466,8 +574,7 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 			return
 		}
 	case wire.KindSymlink:
-		target, err := os.Readlink(rs.res.abs(l.path))
-		if err == nil && target != r.Target {
+		if l.err == nil && l.target != r.Target {
 			rs.differ("%s: symlink target differs", l.path)
 			rs.changed(l.path)
 			rs.put(l)
@@ -477,27 +584,17 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 	if attrs {
 		rs.differ("%s: attributes differ", l.path)
 		rs.add(step{kind: stepAttrs, path: l.path})
-		rs.removeXattrs(l.path, r.Xattrs)
+		rs.removeXattrs(l, r.Xattrs)
 		return
 	}
 	rs.report.Identical++
 }
 
-// hash is the master file's GUID: from the cache, or re-hashed with
-// --verify.
-func (rs *resyncer) hash(p string) (guid.GUID, error) {
-	if rs.o.Verify {
-		return guid.File(rs.o.Mode, rs.res.abs(p))
-	}
-	return rs.o.Cache.HashFile(rs.res.abs(p), rs.o.Mode)
-}
-
-func sameXattrs(p string, remote []wire.Xattr) bool {
+func sameXattrs(local, remote []wire.Xattr) bool {
 	have := map[string]string{}
 	for _, x := range remote {
 		have[x.Name] = string(x.Value)
 	}
-	local := readXattrs(p)
 	if len(local) != len(have) {
 		return false
 	}
@@ -510,10 +607,11 @@ func sameXattrs(p string, remote []wire.Xattr) bool {
 }
 
 // removeXattrs removes on the replica the attributes the master lacks.
-func (rs *resyncer) removeXattrs(p string, remote []wire.Xattr) {
+func (rs *resyncer) removeXattrs(l local, remote []wire.Xattr) {
 	for _, x := range remote {
-		if _, err := unix.Lgetxattr(rs.res.abs(p), x.Name, nil); err != nil && !rs.o.DryRun {
-			rs.extra = append(rs.extra, shipOp{msg: &wire.RemoveXattr{Path: p, Name: x.Name}})
+		has := slices.ContainsFunc(l.xattrs, func(y wire.Xattr) bool { return y.Name == x.Name })
+		if !has && !rs.o.DryRun {
+			rs.extra = append(rs.extra, shipOp{msg: &wire.RemoveXattr{Path: l.path, Name: x.Name}})
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"spoolsync/fence"
 	"spoolsync/guid"
+	"spoolsync/internal/xattr"
 	"spoolsync/wire"
 )
 
@@ -251,46 +252,17 @@ func (r *resolver) xattrs(path, src string) []shipOp {
 }
 
 // readXattrs returns the extended attributes of p (not following a final
-// symlink), in the order the filesystem lists them. An attribute that
-// vanishes while it is read is left out.
+// symlink), sorted by name; none when they cannot be read (the file is
+// gone, or the filesystem has none).
 func readXattrs(p string) []wire.Xattr {
-	sz, err := unix.Llistxattr(p, nil)
-	if err != nil || sz == 0 {
-		return nil
-	}
-	buf := make([]byte, sz)
-	if sz, err = unix.Llistxattr(p, buf); err != nil {
-		return nil
-	}
-	var out []wire.Xattr
-	for _, name := range splitNul(buf[:sz]) {
-		vsz, err := unix.Lgetxattr(p, name, nil)
-		if err != nil {
-			continue
-		}
-		val := make([]byte, vsz)
-		if vsz, err = unix.Lgetxattr(p, name, val); err != nil {
-			continue
-		}
-		out = append(out, wire.Xattr{Name: name, Value: val[:vsz]})
-	}
-	return out
+	attrs, _ := xattr.Read(unix.AT_FDCWD, p)
+	return wireXattrs(attrs)
 }
 
-func splitNul(b []byte) []string {
-	var out []string
-	for len(b) > 0 {
-		i := 0
-		for i < len(b) && b[i] != 0 {
-			i++
-		}
-		if i > 0 {
-			out = append(out, string(b[:i]))
-		}
-		if i < len(b) {
-			i++
-		}
-		b = b[i:]
+func wireXattrs(attrs []xattr.Attr) []wire.Xattr {
+	out := make([]wire.Xattr, len(attrs))
+	for i, a := range attrs {
+		out[i] = wire.Xattr{Name: a.Name, Value: a.Value}
 	}
 	return out
 }

@@ -70,7 +70,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
-			err := c.run(args[1:])
+			stopProfile, err := startProfile()
+			if err != nil {
+				return exitCode(err, stderr)
+			}
+			err = c.run(args[1:])
+			stopProfile()
 			return exitCode(err, stderr)
 		}
 	}
