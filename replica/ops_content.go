@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,15 @@ func (t *Txn) put(p string, meta Meta, content io.Reader) error {
 	return t.finish(f, name, meta, par, p, g)
 }
 
+// hashMode is the mode content is hashed and indexed in: the sender's
+// (Meta.GUIDMode), else the store's.
+func (s *Store) hashMode(meta Meta) guid.Mode {
+	if meta.GUIDMode.Valid() && meta.GUIDMode != guid.None {
+		return meta.GUIDMode
+	}
+	return s.mode
+}
+
 // writeTemp writes content to a new temp file, hashing it in the sender's
 // mode (Meta.GUIDMode) or the store's.
 func (t *Txn) writeTemp(meta Meta, content io.Reader) (*os.File, string, guid.GUID, error) {
@@ -48,10 +58,7 @@ func (t *Txn) writeTemp(meta Meta, content io.Reader) (*os.File, string, guid.GU
 		return nil, "", guid.GUID{}, fmt.Errorf("create temp file: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), name)
-	mode := t.s.mode
-	if meta.GUIDMode.Valid() && meta.GUIDMode != guid.None {
-		mode = meta.GUIDMode
-	}
+	mode := t.s.hashMode(meta)
 	h := guid.New(mode)
 	if _, err := io.Copy(f, io.TeeReader(content, h)); err != nil {
 		f.Close()
@@ -62,45 +69,84 @@ func (t *Txn) writeTemp(meta Meta, content io.Reader) (*os.File, string, guid.GU
 }
 
 // Staged is content written to a temp file with its attributes, made
-// durable by SyncStaged, waiting for PutStaged to put it in place.
+// durable by SyncStaged, waiting for Txn.PutStaged to put it in place.
 //
 // A batch of many new messages would otherwise cost one fsync per file,
 // and on ext4 every fsync is a journal commit and a disk cache flush:
 // staging them all, one syncfs, then the renames in batch order keeps
 // "content lands by temp file, sync, rename" for every file at the cost of
-// one commit per batch.
+// one commit per batch. Staging needs no Txn, so a server stages a batch's
+// files as they arrive, while the master is still sending the rest, and
+// takes the batch lock only to put them in place.
 type Staged struct {
 	name string
 	meta Meta
 	g    guid.GUID
 }
 
-// Stage writes content and meta to a temp file, without syncing it.
-func (t *Txn) Stage(meta Meta, content io.Reader) (*Staged, error) {
-	if err := t.check(); err != nil {
-		return nil, err
-	}
-	f, name, g, err := t.writeTemp(meta, content)
+// Stage writes the content fill produces, and meta, to a new temp file,
+// without syncing it. A Staged that is not put in place must be dropped
+// (DropStaged).
+func (s *Store) Stage(meta Meta, fill func(io.Writer) error) (*Staged, error) {
+	name := fmt.Sprintf("stage-%016x.tmp", s.stageSerial.Add(1))
+	fd, err := unix.Openat(s.tmpfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, opErr("stage", "", err)
+		return nil, opErr("stage", "", fmt.Errorf("create temp file: %w", err))
 	}
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	if err := t.applyMeta(parent{t.s.tmpfd, name}, AttrAll, meta); err != nil {
-		t.dropTemp(name)
+	h := guid.New(s.hashMode(meta))
+	err = fill(io.MultiWriter(f, h))
+	if err == nil {
+		err = s.setTempMeta(fd, meta)
+	}
+	if err != nil {
+		unix.Unlinkat(s.tmpfd, name, 0)
 		return nil, opErr("stage", "", err)
 	}
-	t.staged = append(t.staged, name)
-	return &Staged{name: name, meta: meta, g: g}, nil
+	return &Staged{name: name, meta: meta, g: guid.FromHash(s.hashMode(meta), h)}, nil
+}
+
+// DropStaged removes the temp files of staged content not put in place
+// (those put in place are gone from the temp dir already).
+func (s *Store) DropStaged(staged []*Staged) {
+	for _, st := range staged {
+		if st != nil {
+			unix.Unlinkat(s.tmpfd, st.name, 0)
+		}
+	}
 }
 
 // SyncStaged makes every staged file durable, data and attributes, with
 // one syncfs of the replica's filesystem.
-func (t *Txn) SyncStaged() error {
-	if err := t.check(); err != nil {
-		return err
-	}
-	if err := unix.Syncfs(t.s.tmpfd); err != nil {
+func (s *Store) SyncStaged() error {
+	if err := unix.Syncfs(s.tmpfd); err != nil {
 		return opErr("sync staged files", "", err)
+	}
+	return nil
+}
+
+// setTempMeta gives a new temp file, open as fd, meta's owner, mode and
+// xattrs, and its mtime last. Through the descriptor: a name lookup in the
+// busy temp dir for each would cost more than the calls themselves.
+func (s *Store) setTempMeta(fd int, meta Meta) error {
+	if s.owner {
+		if err := unix.Fchown(fd, int(meta.Uid), int(meta.Gid)); err != nil {
+			return fmt.Errorf("chown %d:%d: %w", meta.Uid, meta.Gid, err)
+		}
+	}
+	if err := unix.Fchmod(fd, meta.Mode&07777); err != nil {
+		return fmt.Errorf("chmod %04o: %w", meta.Mode&07777, err)
+	}
+	for _, x := range meta.Xattrs {
+		if err := unix.Fsetxattr(fd, x.Name, x.Value, 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", x.Name, err)
+		}
+	}
+	// utimensat(fd, NULL, ...) is futimens(3): the file itself.
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(meta.Mtime)}
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("set mtime: %w", errno)
 	}
 	return nil
 }
@@ -120,13 +166,7 @@ func (t *Txn) putStaged(p string, s *Staged) error {
 		return err
 	}
 	defer par.close()
-	fd, err := unix.Openat(t.s.tmpfd, s.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("staged file: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), s.name)
-	defer f.Close()
-	return t.landIndexed(f, s.name, par, p, s.g)
+	return t.landIndexed(s.name, par, p, s.g)
 }
 
 // finish lands a written temp file at p: meta (mtime last), fsync, rename
@@ -140,17 +180,18 @@ func (t *Txn) finish(f *os.File, name string, meta Meta, par parent, p string, g
 		t.dropTemp(name)
 		return err
 	}
-	return t.landIndexed(f, name, par, p, g)
+	return t.landIndexed(name, par, p, g)
 }
 
 // landIndexed renames a durable temp file over p and indexes p as g.
-func (t *Txn) landIndexed(f *os.File, name string, par parent, p string, g guid.GUID) error {
+func (t *Txn) landIndexed(name string, par parent, p string, g guid.GUID) error {
 	if err := t.land(name, par); err != nil {
 		return err
 	}
-	// Stamp after the rename, which moves ctime.
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	// Stamp after the rename, which moves ctime. Only this Txn changes
+	// the tree, so the name still holds the file just landed.
+	st, err := par.lstat()
+	if err != nil {
 		return t.ix().del(p)
 	}
 	t.s.cache.Store(&st, g)

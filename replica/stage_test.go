@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -14,21 +15,22 @@ func TestStaged(t *testing.T) {
 	tc.batch(func(txn *Txn) error {
 		var st []*Staged
 		for i := 0; i < 5; i++ {
-			s, err := txn.Stage(Meta{Mode: 0o640, Mtime: 1e18}, strings.NewReader(fmt.Sprintf("message %d", i)))
+			s, err := tc.s.Stage(Meta{Mode: 0o640, Mtime: 1e18}, fill(fmt.Sprintf("message %d", i)))
 			if err != nil {
 				return err
 			}
 			st = append(st, s)
 		}
-		if err := txn.SyncStaged(); err != nil {
+		if err := tc.s.SyncStaged(); err != nil {
 			return err
 		}
+		defer tc.s.DropStaged(st[4:]) // never put in place
 		for i, s := range st[:4] {
 			if err := txn.PutStaged(fmt.Sprintf("m%d", i), s); err != nil {
 				return err
 			}
 		}
-		return nil // st[4] is never put in place
+		return nil
 	})
 	for i := 0; i < 4; i++ {
 		if got, want := tc.read(fmt.Sprintf("m%d", i)), fmt.Sprintf("message %d", i); got != want {
@@ -39,6 +41,14 @@ func TestStaged(t *testing.T) {
 		}
 	}
 	checkNoTemps(t, tc)
+}
+
+// fill is a Stage content producer writing s.
+func fill(s string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := io.WriteString(w, s)
+		return err
+	}
 }
 
 func checkNoTemps(t *testing.T, tc *testCase) {
@@ -58,11 +68,11 @@ func checkNoTemps(t *testing.T, tc *testCase) {
 func TestStagedSurviveEarlySync(t *testing.T) {
 	tc := newTestCase(t)
 	tc.batch(func(txn *Txn) error {
-		s, err := txn.Stage(Meta{Mode: 0o600}, strings.NewReader("kept"))
+		s, err := tc.s.Stage(Meta{Mode: 0o600}, fill("kept"))
 		if err != nil {
 			return err
 		}
-		if err := txn.SyncStaged(); err != nil {
+		if err := tc.s.SyncStaged(); err != nil {
 			return err
 		}
 		for i := 0; i < maxHeld+10; i++ {

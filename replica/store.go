@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -61,6 +62,8 @@ type Store struct {
 	mode      guid.Mode
 	txnMu     sync.Mutex // held by the open Txn
 	tmpSerial uint64     // guarded by txnMu
+
+	stageSerial atomic.Uint64 // names of Stage's temp files
 }
 
 const (

@@ -27,7 +27,6 @@ type Txn struct {
 	err     error          // sticky: a failed early fsync fails Commit
 	dirs    map[fileID]int // touched directories, fsynced at Commit
 	files   map[fileID]int // files written in place, fsynced at Commit
-	staged  []string       // temp names of Stage; those not put in place are removed at the end
 }
 
 // Begin starts applying batch seq from source (a master's channel
@@ -160,14 +159,6 @@ func (t *Txn) syncHeld() error {
 // syncfsThreshold is how many touched inodes make Commit use one syncfs.
 const syncfsThreshold = 4
 
-// dropStaged removes staged temp files that were not put in place.
-func (t *Txn) dropStaged() {
-	for _, name := range t.staged {
-		t.dropTemp(name) // ENOENT for those renamed into place
-	}
-	t.staged = nil
-}
-
 func (t *Txn) closeHeld() {
 	for _, m := range []map[fileID]int{t.files, t.dirs} {
 		for id, fd := range m {
@@ -188,7 +179,6 @@ func (t *Txn) Commit() error {
 	}
 	t.done = true
 	defer t.s.txnMu.Unlock()
-	t.dropStaged()
 	if err := t.syncHeld(); err != nil {
 		t.tx.Rollback()
 		return opErr(op, "", err)
@@ -219,7 +209,6 @@ func (t *Txn) Abort() {
 	t.done = true
 	defer t.s.txnMu.Unlock()
 	t.closeHeld()
-	t.dropStaged()
 	t.tx.Rollback()
 	if t.changed {
 		t.s.log.Warn("replica: batch aborted after changing the tree; it stays interrupted",

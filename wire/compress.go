@@ -32,8 +32,7 @@ func (c *Conn) startCompression(level int) error {
 	enc, err := zstd.NewWriter(c.bw,
 		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 		zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(zstdEncoderWindow),
-		zstd.WithLowerEncoderMem(true))
+		zstd.WithWindowSize(zstdEncoderWindow))
 	if err != nil {
 		return fmt.Errorf("start zstd encoder: %w", err)
 	}

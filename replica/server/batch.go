@@ -17,7 +17,8 @@ type byGUID struct {
 	path string
 }
 
-// batch receives batch b into the spool, then applies it and acks it.
+// batch receives batch b — its inline content staged to temp files as it
+// arrives, the rest into the spool — then applies it and acks it.
 func (ss *session) batch(b *wire.BatchBegin) error {
 	// A promotion since this master connected fences it: nothing more
 	// from it lands in the tree.
@@ -37,7 +38,11 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 		ops, bytes uint64
 		need       []byGUID               // Puts by GUID not provided earlier in the batch
 		inline     = map[wire.GUID]bool{} // GUIDs of inline Puts so far (indexed in their own mode)
+		staged     []*replica.Staged      // by op index: inline Puts' content, staged as it arrives
 	)
+	// What is not put in place (an error, a batch cut short) is dropped;
+	// what was is gone from the temp dir already.
+	defer func() { ss.store.DropStaged(staged) }()
 	for {
 		m, err := ss.c.Recv()
 		if err != nil {
@@ -48,7 +53,7 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 			if err := ss.precheck(b.Seq, need); err != nil {
 				return err
 			}
-			if err := ss.apply(b, src); err != nil {
+			if err := ss.apply(b, src, staged); err != nil {
 				return err
 			}
 			ss.noteBatch(b, ops, bytes, time.Since(start))
@@ -77,6 +82,18 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 				need = append(need, byGUID{m.GUID, m.Path})
 			case m.Content == wire.ContentInline && m.GUID.Mode != 0:
 				inline[m.GUID] = true
+			}
+			if m.Content == wire.ContentInline {
+				// Written to a temp file now, while the master sends the
+				// rest; the batch lock is taken only to put it in place.
+				st, err := ss.stagePut(b.Seq, m)
+				if err != nil {
+					return err
+				}
+				staged = append(staged, make([]*replica.Staged, int(ops)-len(staged))...)
+				staged[ops-1] = st
+				bytes += data
+				continue
 			}
 		case *wire.WriteRanges:
 			data = m.DataLen()
@@ -114,9 +131,10 @@ func lackingGUID(seq uint64, p string, g wire.GUID) error {
 		Msg: fmt.Sprintf("put %s by GUID %v: the replica does not hold that content; batch %d not applied, offer the GUID and send the content inline", p, g, seq)}
 }
 
-// apply runs the spooled batch in one Txn and commits it. On any error the
+// apply syncs the staged content, runs the spooled batch in one Txn (the
+// staged Puts by rename) and commits it. On any error the
 // Txn is aborted and the error is one to send to the client.
-func (ss *session) apply(b *wire.BatchBegin, src string) error {
+func (ss *session) apply(b *wire.BatchBegin, src string, staged []*replica.Staged) error {
 	txn, err := ss.store.Begin(src, b.Seq)
 	if errors.Is(err, replica.ErrAlreadyApplied) {
 		// Another connection of this source applied it while it arrived.
@@ -125,10 +143,11 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 	if err != nil {
 		return ss.applyError(b.Seq, err)
 	}
-	staged, err := ss.stage(txn)
-	if err != nil {
-		txn.Abort()
-		return ss.applyError(b.Seq, err)
+	if len(staged) > 0 {
+		if err := ss.store.SyncStaged(); err != nil {
+			txn.Abort()
+			return ss.applyError(b.Seq, err)
+		}
 	}
 	r, err := ss.sp.reader()
 	if err != nil {
@@ -145,11 +164,8 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 			break
 		}
 		if err == nil {
-			if st := staged[i]; st != nil {
-				_, err = io.Copy(io.Discard, r.content(m.(*wire.Put).Size))
-				if err == nil {
-					err = txn.PutStaged(m.(*wire.Put).Path, st)
-				}
+			if i < len(staged) && staged[i] != nil {
+				err = txn.PutStaged(m.(*wire.Put).Path, staged[i])
 			} else {
 				err = applyOp(txn, m, r)
 			}
@@ -169,46 +185,42 @@ func (ss *session) apply(b *wire.BatchBegin, src string) error {
 	return nil
 }
 
-// stage writes the content of every inline put of the spooled batch to a
-// temp file and makes them all durable with one sync (replica.Staged); the
-// apply pass then only renames them into place, in batch order. It returns
-// the staged files by op index.
-func (ss *session) stage(txn *replica.Txn) (map[int]*replica.Staged, error) {
-	r, err := ss.sp.reader()
+// stagePut stages the content of an inline Put straight from the
+// connection. Failing to write it (a full disk) is an apply error the
+// client is told of; either way the connection cannot go on, being in the
+// middle of the content.
+func (ss *session) stagePut(seq uint64, m *wire.Put) (*replica.Staged, error) {
+	md := meta(m.Mode, m.UID, m.GID, m.Mtime)
+	md.GUIDMode = guid.Mode(m.GUID.Mode) // indexed in the sender's mode, for its puts by GUID
+	var recvErr error
+	var dst trackedWriter
+	st, err := ss.store.Stage(md, func(w io.Writer) error {
+		dst.w = w
+		recvErr = ss.c.RecvData(&dst, m.DataLen())
+		return recvErr
+	})
+	switch {
+	case err == nil:
+		return st, nil
+	case recvErr != nil && dst.err == nil:
+		return nil, recvErr // the connection failed, not the disk
+	default:
+		return nil, ss.applyError(seq, err)
+	}
+}
+
+// trackedWriter remembers its writer's error.
+type trackedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (t *trackedWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
 	if err != nil {
-		return nil, err
+		t.err = err
 	}
-	staged := map[int]*replica.Staged{}
-	for i := 0; ; i++ {
-		m, err := r.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch m := m.(type) {
-		case *wire.Put:
-			if m.Content != wire.ContentInline {
-				continue
-			}
-			md := meta(m.Mode, m.UID, m.GID, m.Mtime)
-			md.GUIDMode = guid.Mode(m.GUID.Mode)
-			if staged[i], err = txn.Stage(md, r.content(m.Size)); err != nil {
-				return nil, err
-			}
-		case *wire.WriteRanges:
-			if _, err := io.Copy(io.Discard, r.content(m.DataLen())); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if len(staged) > 0 {
-		if err := txn.SyncStaged(); err != nil {
-			return nil, err
-		}
-	}
-	return staged, nil
+	return n, err
 }
 
 // applyOp applies one op; content comes from the spool records after it.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -278,4 +280,50 @@ func TestShutdownBetweenBatches(t *testing.T) {
 		t.Errorf("Goodbye %q", g.Reason)
 	}
 	must(t, <-done)
+}
+
+// TestStagedContentDropped: content staged as it arrived leaves no temp
+// file behind when its batch is refused or cut short by the client.
+func TestStagedContentDropped(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.dial()
+	sendBatch(t, c, 1, "", put("a", "staged, then refused"), putGUID("b", "never sent"))
+	if _, err := c.Recv(); err == nil {
+		t.Fatal("a batch with a lacking GUID was accepted")
+	}
+	ts.gone("a")
+	ts.noTemps()
+
+	c = ts.dial()
+	must(t, c.Send(&wire.BatchBegin{Seq: 2, Channel: "cut"}))
+	for _, o := range []op{put("x", "complete"), put("y", "complete too")} {
+		must(t, c.Send(o.m))
+		must(t, c.SendData(bytes.NewReader(o.data), int64(len(o.data))))
+	}
+	must(t, c.Send(&wire.Put{Path: "half", Content: wire.ContentInline, Size: 1 << 20}))
+	must(t, c.SendData(strings.NewReader("only a little"), 13))
+	must(t, c.Flush())
+	c.Close()
+	ts.noTemps()
+	ts.gone("x")
+}
+
+// noTemps waits (a session ends after its client) until the replica's temp
+// dir is empty.
+func (ts *testServer) noTemps() {
+	ts.t.Helper()
+	dir := filepath.Join(ts.root, ".spoolsync", "tmp")
+	var names []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		ents, err := os.ReadDir(dir)
+		must(ts.t, err)
+		names = names[:0]
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if len(names) == 0 {
+			return
+		}
+	}
+	ts.t.Errorf("temp files left behind: %v", names)
 }
