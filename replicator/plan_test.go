@@ -167,13 +167,13 @@ func TestOfferSplits(t *testing.T) {
 	}
 }
 
-// fakeReplica answers Offers: GUID number i (in offer order) is held when
-// has(i).
+// fakeReplica answers Offers in the order they were sent, as a replica
+// does: GUID number i (in offer order) is held when has(i).
 type fakeReplica struct {
 	has    func(int) bool
 	offers int
 	seen   int
-	last   *wire.Offer
+	queue  []*wire.Offer // sent, not yet answered
 }
 
 func (f *fakeReplica) Send(m wire.Message) error {
@@ -182,14 +182,19 @@ func (f *fakeReplica) Send(m wire.Message) error {
 			return fmt.Errorf("offer of %d GUIDs", len(o.GUIDs))
 		}
 		f.offers++
-		f.last = o
+		f.queue = append(f.queue, o)
 	}
 	return nil
 }
 func (f *fakeReplica) SendData(io.Reader, int64) error { return nil }
 func (f *fakeReplica) Flush() error                    { return nil }
 func (f *fakeReplica) Recv() (wire.Message, error) {
-	l := &wire.Lacks{ID: f.last.ID, Lacking: make([]bool, len(f.last.GUIDs))}
+	if len(f.queue) == 0 {
+		return nil, fmt.Errorf("Recv with no Offer to answer")
+	}
+	o := f.queue[0]
+	f.queue = f.queue[1:]
+	l := &wire.Lacks{ID: o.ID, Lacking: make([]bool, len(o.GUIDs))}
 	for i := range l.Lacking {
 		l.Lacking[i] = !f.has(f.seen + i)
 	}

@@ -696,9 +696,11 @@ func (rs *resyncer) flushGone(next string) {
 }
 
 // flush ships the steps gathered so far as one batch. Batches overlap by
-// one: this one is read (files opened and hashed) while the replica still
-// applies the last; it is offered and sent once the last is acknowledged,
-// so batches land in order (removals after the puts they may copy from).
+// one: this one is read (files opened and hashed) and offered while the
+// replica still applies the last; it is sent once the last is
+// acknowledged, so batches land in order (removals after the puts they
+// may copy from). The replica answers the offer only once the last batch
+// is applied, so the answer is never stale.
 // With final, it also waits for its own acknowledgement.
 func (rs *resyncer) flush(final bool) error {
 	if rs.o.DryRun {
@@ -715,6 +717,17 @@ func (rs *resyncer) flush(final bool) error {
 		ops = append(ops, rs.extra...)
 		rs.extra = nil
 	}
+	// The offer goes out before the wait for the last batch's
+	// acknowledgement: the replica answers it right after that batch, so
+	// the wait and the offer's round trip are one.
+	var pending *pendingOffer
+	if len(ops) > 0 {
+		var err error
+		if pending, err = sendOffer(rs.bconn, ops, rs.seq+1, false); err != nil {
+			closeFiles(ops)
+			return fmt.Errorf("resync batch %d: offer: %w", rs.seq+1, err)
+		}
+	}
 	if err := rs.settle(); err != nil {
 		closeFiles(ops)
 		return err
@@ -725,7 +738,7 @@ func (rs *resyncer) flush(final bool) error {
 	rs.seq++
 	b := &inflight{seq: rs.seq, ops: ops, watch: rs.watch}
 	rs.watch = nil
-	if err := offer(rs.bconn, ops, b.seq, &b.st, false); err != nil {
+	if err := pending.answer(rs.bconn, ops, &b.st); err != nil {
 		closeFiles(ops)
 		return fmt.Errorf("resync batch %d: offer: %w", b.seq, err)
 	}

@@ -274,31 +274,56 @@ func wireGUID(g guid.GUID) wire.GUID { return wire.GUID{Mode: uint8(g.Mode), Sum
 // the replica lacks sends it; later puts of the same content in the batch
 // copy it there (fan-out of one message to many mailboxes).
 func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error {
-	if inline {
-		return nil // every put carries its content
+	o, err := sendOffer(c, ops, id, inline)
+	if err != nil {
+		return err
 	}
-	var gs []wire.GUID
-	seen := map[guid.GUID]int{}
+	return o.answer(c, ops, st)
+}
+
+// pendingOffer is an offer sent whose answers are still to be read.
+type pendingOffer struct {
+	gs   []wire.GUID
+	seen map[guid.GUID]int // index in gs
+}
+
+// sendOffer sends the Offers of a batch's GUIDs (one per maxOffer) without
+// waiting for the answers, so that they cost one round trip, not one
+// each, and a resync can send them before it waits for the previous
+// batch's acknowledgement. nil when there is nothing to offer.
+func sendOffer(c sender, ops []shipOp, id uint64, inline bool) (*pendingOffer, error) {
+	if inline {
+		return nil, nil // every put carries its content
+	}
+	o := &pendingOffer{seen: map[guid.GUID]int{}}
 	for _, op := range ops {
 		if _, ok := op.msg.(*wire.Put); ok && !op.guid.IsZero() {
-			if _, dup := seen[op.guid]; !dup {
-				seen[op.guid] = len(gs)
-				gs = append(gs, wireGUID(op.guid))
+			if _, dup := o.seen[op.guid]; !dup {
+				o.seen[op.guid] = len(o.gs)
+				o.gs = append(o.gs, wireGUID(op.guid))
 			}
 		}
 	}
-	if len(gs) == 0 {
+	if len(o.gs) == 0 {
+		return nil, nil
+	}
+	for start := 0; start < len(o.gs); start += maxOffer {
+		if err := c.Send(&wire.Offer{ID: id, GUIDs: o.gs[start:min(start+maxOffer, len(o.gs))]}); err != nil {
+			return nil, err
+		}
+	}
+	return o, c.Flush()
+}
+
+// answer reads the replica's answers to o and turns the puts of content it
+// has into puts by GUID.
+func (o *pendingOffer) answer(c sender, ops []shipOp, st *batchStats) error {
+	if o == nil {
 		return nil
 	}
-	lacking := make([]bool, 0, len(gs))
-	for start := 0; start < len(gs); start += maxOffer {
-		part := gs[start:min(start+maxOffer, len(gs))]
-		if err := c.Send(&wire.Offer{ID: id, GUIDs: part}); err != nil {
-			return err
-		}
-		if err := c.Flush(); err != nil {
-			return err
-		}
+	lacking := make([]bool, 0, len(o.gs))
+	for start := 0; start < len(o.gs); start += maxOffer {
+		part := o.gs[start:min(start+maxOffer, len(o.gs))]
 		m, err := c.Recv()
 		if err != nil {
 			return err
@@ -316,7 +341,7 @@ func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error
 			continue
 		}
 		st.puts++
-		if !lacking[seen[ops[i].guid]] || sent[ops[i].guid] {
+		if !lacking[o.seen[ops[i].guid]] || sent[ops[i].guid] {
 			p.Content = wire.ContentByGUID
 			ops[i].size = 0
 			ops[i].file.Close()
