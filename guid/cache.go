@@ -53,8 +53,9 @@ type Cache struct {
 	readerUses int
 }
 
-// maxReaderUses bounds the lookups one shared read transaction serves, so that
-// an old snapshot does not keep bbolt from reusing freed pages for long.
+// maxReaderUses bounds the lookups one shared read transaction serves.
+// Flush ends it before it writes, so an old snapshot never keeps bbolt
+// from reusing the pages a write frees.
 const maxReaderUses = 10000
 
 // OpenCache opens (creating if needed) the cache file at path, typically
@@ -82,11 +83,11 @@ func OpenCache(path string) (*Cache, error) {
 const prefetchMax = 256 << 20
 
 // Prefetch asks the kernel to read the whole cache file into the page cache
-// in the background; call it before looking up a whole tree. A resync looks up every file of the spool, at keys
-// spread over the whole file: on a cold cache, reading the file in large
-// sequential requests beats one 4 KiB page fault per lookup (measured: a
-// fifth of an unchanged resync's time). A larger file is left to page
-// faults rather than pushing a mail server's working set out of memory.
+// in the background; call it before looking up a whole tree. A resync
+// looks up every file of the spool, at keys spread over the whole file: on
+// a cold cache, reading the file in large sequential requests beats one
+// 4 KiB page fault per lookup. A larger file is left to page faults rather
+// than pushing a mail server's working set out of memory.
 func (c *Cache) Prefetch() {
 	f, err := os.Open(c.db.Path())
 	if err != nil {

@@ -159,3 +159,46 @@ func FuzzDecodeCacheValue(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheSharedReader: lookups share one read transaction; writes
+// between them are seen, a write never waits for it (bbolt may grow and
+// remap the file), and it is renewed after maxReaderUses lookups.
+func TestCacheSharedReader(t *testing.T) {
+	c, dir := openTestCache(t)
+	p := filepath.Join(dir, "m")
+	os.WriteFile(p, nil, 0o600)
+	st := *lstat(t, p)
+	for round := range 3 {
+		st.Ino = 1000
+		c.Lookup(&st, SHA256) // opens the shared reader
+		// Enough entries that bbolt must grow its file past the first
+		// mapping while the reader is open.
+		for i := range 20000 {
+			st.Ino = uint64(round*100000 + i + 1)
+			g := GUID{Mode: SHA256}
+			g.Sum[0], g.Sum[1] = byte(i), byte(round)
+			if err := c.Store(&st, g); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range []int{0, 777, 19999} {
+			st.Ino = uint64(round*100000 + i + 1)
+			g, ok := c.Lookup(&st, SHA256)
+			if !ok || g.Sum[0] != byte(i) || g.Sum[1] != byte(round) {
+				t.Fatalf("round %d, entry %d: %v %v after a flush", round, i, g, ok)
+			}
+		}
+	}
+	for range maxReaderUses + 5 {
+		c.Lookup(&st, SHA256)
+	}
+	c.readerMu.Lock()
+	uses := c.readerUses
+	c.readerMu.Unlock()
+	if uses > maxReaderUses {
+		t.Errorf("one read transaction served %d lookups, more than %d", uses, maxReaderUses)
+	}
+}
