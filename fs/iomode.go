@@ -27,7 +27,12 @@ import (
 //     then writes straight to the backing file, unseen, so its handle
 //     records the whole file as changed at flush, fsync and release. It is
 //     rare (a file rewritten while being read) and costs only bytes on the
-//     wire, never a lost change.
+//     wire. One change it cannot see: a write through a shared mapping
+//     made after the last close, since the kernel maps the backing file
+//     itself (README, known limits). A direct-I/O handle, whose writes
+//     would come to us, is no way out: while an inode has a backing file
+//     the kernel refuses any open that is not passthrough (EINVAL,
+//     fuse_file_io_open; measured).
 //
 // The kernel does not tell us when it has dropped an inode's mode: a
 // cached handle's RELEASE can reach us before the kernel has left cached
