@@ -49,6 +49,9 @@ type ResyncOptions struct {
 	Rescan   func(paths []string) error
 	Progress func(ResyncReport) // called now and then with the counts so far
 	Logger   *slog.Logger
+
+	// beforeSend, in tests, runs between a batch's offer and its sending.
+	beforeSend func(seq uint64)
 }
 
 // ResyncReport is the summary `spoolsync resync` prints.
@@ -125,7 +128,6 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		if bconn, err = wire.Dial(ctx, cc); err != nil {
 			return nil, err
 		}
-		defer bconn.Close()
 	}
 	paths := slices.Clone(o.Paths)
 	slices.SortFunc(paths, wire.ComparePaths)
@@ -136,8 +138,14 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		return nil, err
 	}
 	rs := &resyncer{o: o, report: &ResyncReport{}, bconn: bconn,
+		dial:    func() (*wire.Conn, error) { return wire.Dial(ctx, cc) },
 		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
+	defer func() {
+		if rs.bconn != nil {
+			rs.bconn.Close() // it may have been replaced (resendInline)
+		}
+	}()
 	remoteCh := make(chan []*wire.ManifestEntry, 16)
 	remoteErr := make(chan error, 1)
 	go func() {
@@ -338,6 +346,7 @@ type resyncer struct {
 	o        ResyncOptions
 	report   *ResyncReport
 	bconn    *wire.Conn
+	dial     func() (*wire.Conn, error) // a new batch connection
 	res      *resolver
 	channel  string
 	seq      uint64
@@ -706,15 +715,16 @@ func (rs *resyncer) flush(final bool) error {
 	if rs.o.DryRun {
 		return nil
 	}
-	var ops []shipOp
+	var ops, extra []shipOp
+	steps := rs.steps
 	if len(rs.steps) > 0 || len(rs.extra) > 0 {
-		steps := rs.steps
 		rs.steps = nil
 		var err error
 		if ops, _, err = rs.res.resolve(steps); err != nil {
 			return err
 		}
-		ops = append(ops, rs.extra...)
+		extra = rs.extra
+		ops = append(ops, extra...)
 		rs.extra = nil
 	}
 	// The offer goes out before the wait for the last batch's
@@ -728,7 +738,12 @@ func (rs *resyncer) flush(final bool) error {
 			return fmt.Errorf("resync batch %d: offer: %w", rs.seq+1, err)
 		}
 	}
-	if err := rs.settle(); err != nil {
+	redialed, err := rs.settle()
+	if err == nil && redialed && len(ops) > 0 {
+		// The offer went out on the connection the replica closed.
+		pending, err = sendOffer(rs.bconn, ops, rs.seq+1, false)
+	}
+	if err != nil {
 		closeFiles(ops)
 		return err
 	}
@@ -736,11 +751,14 @@ func (rs *resyncer) flush(final bool) error {
 		return nil
 	}
 	rs.seq++
-	b := &inflight{seq: rs.seq, ops: ops, watch: rs.watch}
+	b := &inflight{seq: rs.seq, steps: steps, extra: extra, ops: ops, watch: rs.watch}
 	rs.watch = nil
 	if err := pending.answer(rs.bconn, ops, &b.st); err != nil {
 		closeFiles(ops)
 		return fmt.Errorf("resync batch %d: offer: %w", b.seq, err)
+	}
+	if rs.o.beforeSend != nil {
+		rs.o.beforeSend(b.seq)
 	}
 	if err := sendBatch(rs.bconn, b.seq, rs.channel, ops, &b.st); err != nil {
 		closeFiles(ops)
@@ -748,7 +766,8 @@ func (rs *resyncer) flush(final bool) error {
 	}
 	rs.inflight = b
 	if final {
-		return rs.settle()
+		_, err := rs.settle()
+		return err
 	}
 	return nil
 }
@@ -756,6 +775,8 @@ func (rs *resyncer) flush(final bool) error {
 // inflight is a batch sent and not yet acknowledged.
 type inflight struct {
 	seq   uint64
+	steps []step   // what it was resolved from
+	extra []shipOp // and the ops added to them (xattr removals)
 	ops   []shipOp
 	watch map[string]unix.Stat_t // the files it put, as they were read
 	st    batchStats
@@ -764,15 +785,26 @@ type inflight struct {
 // settle waits for the batch in flight, if any, and hands what changed
 // since it was read back to rolling replication: that change may have
 // been shipped by the mount before this batch landed.
-func (rs *resyncer) settle() error {
+//
+// A batch the replica refused because content it said it held (the
+// offer's answer) was moved or replaced before the batch landed — rolling
+// replication runs beside the resync — is sent again with all its content,
+// on a new connection (redialed): the replica closed this one.
+func (rs *resyncer) settle() (redialed bool, err error) {
 	b := rs.inflight
 	if b == nil {
-		return nil
+		return false, nil
 	}
 	rs.inflight = nil
-	defer closeFiles(b.ops)
-	if err := waitAck(rs.bconn, b.seq); err != nil {
-		return fmt.Errorf("resync batch %d: %w", b.seq, err)
+	defer func() { closeFiles(b.ops) }() // b.ops is replaced by a resend
+	err = waitAck(rs.bconn, b.seq)
+	if errors.Is(err, wire.ErrLackingGUID) {
+		rs.o.Logger.Info("resync: the replica no longer holds content it offered; sending the batch again with its content", "seq", b.seq, "err", err)
+		redialed = true
+		err = rs.resendInline(b)
+	}
+	if err != nil {
+		return redialed, fmt.Errorf("resync batch %d: %w", b.seq, err)
 	}
 	rs.report.Shipped += b.st.ops
 	rs.report.ContentBytes += b.st.sent
@@ -790,5 +822,29 @@ func (rs *resyncer) settle() error {
 		}
 		rs.report.Rescanned += len(again)
 	}
-	return nil
+	return redialed, nil
+}
+
+// resendInline sends batch b again on a new connection, resolved afresh,
+// every put with its content, and waits for its acknowledgement.
+func (rs *resyncer) resendInline(b *inflight) error {
+	rs.bconn.Close()
+	c, err := rs.dial()
+	if err != nil {
+		rs.bconn = nil
+		return err
+	}
+	rs.bconn = c
+	closeFiles(b.ops)
+	ops, _, err := rs.res.resolve(b.steps)
+	if err != nil {
+		b.ops = nil
+		return err
+	}
+	b.ops = append(ops, b.extra...)
+	b.st = batchStats{}
+	if err := sendBatch(c, b.seq, rs.channel, b.ops, &b.st); err != nil {
+		return err
+	}
+	return waitAck(c, b.seq)
 }
