@@ -37,11 +37,14 @@
 //
 // Reserved dir. Root/.spoolsync holds the root lock and tmp/, where content
 // is written before it is renamed into place. Temp names are
-// "<seq as 16 hex digits>-<serial>.tmp". Open empties tmp/, so a server
-// killed mid-batch leaves no temp file anywhere. Clients cannot name
+// "<seq as 16 hex digits>-<serial>.tmp", and "stage-<serial>.tmp" for
+// content staged before its batch begins (Store.Stage). Open empties tmp/,
+// so a server killed mid-batch leaves no temp file anywhere. Clients cannot name
 // .spoolsync, and Manifest leaves it out.
 //
-// Durability. Content lands by temp file, write, meta, fsync, rename. Files
+// Durability. Content lands by temp file, write, meta, fsync, rename; a
+// batch's staged content by temp files, write, meta, one syncfs for all of
+// them (Store.SyncStaged), renames. Files
 // written in place (WriteRanges, Truncate), entries whose metadata changed,
 // and every directory whose entries changed are fsynced at Commit, before
 // the index changes and AppliedSeq(source) are committed in one bbolt

@@ -23,16 +23,18 @@
 //
 // # Batches
 //
-// A batch is first spooled (memory up to 64 MiB, then an unlinked file in
-// the spool dir) as it arrives; only at BatchEnd is Store.Begin called and
-// the batch applied from the spool: its inline puts are staged (written to
-// temp files, one syncfs), then every op applied in order (staged files
-// renamed into place), then committed and acked. The Store applies one
-// batch at a time for the whole replica; spooling keeps that lock for the
-// time of a local apply, not for the time a (possibly slow) client takes
-// to send the batch, so one slow master does not stall another. The cost
-// is one extra sequential write and read of a batch's content when it
-// outgrows the in-memory part of the spool. Batches of different
+// As a batch arrives, the content of its inline puts is staged: written
+// to temp files with its attributes (Store.Stage, which takes no lock),
+// while the master still reads and sends the rest; its other ops and their
+// data are spooled (memory up to 64 MiB, then an unlinked file in the
+// spool dir). Only at BatchEnd is Store.Begin called: one syncfs makes the
+// staged files durable, then every op is applied in order from the spool
+// (staged files renamed into place), then the batch is committed and
+// acked. Staged files not put in place (a refused batch, a client gone
+// mid-batch) are removed. The Store applies one batch at a time for the
+// whole replica; staging and spooling keep that lock for the time of a
+// local apply, not for the time a (possibly slow) client takes to send the
+// batch, so one slow master does not stall another. Batches of different
 // connections are still applied one after another: the replica's apply
 // rate is shared by all masters.
 //
