@@ -31,8 +31,8 @@ import (
 //     made after the last close, since the kernel maps the backing file
 //     itself (README, known limits). A direct-I/O handle, whose writes
 //     would come to us, is no way out: while an inode has a backing file
-//     the kernel refuses any open that is not passthrough (EINVAL,
-//     fuse_file_io_open; measured).
+//     the kernel refuses any open that is not passthrough
+//     (fuse_file_io_open; the opener gets EIO, measured).
 //
 // The kernel does not tell us when it has dropped an inode's mode: a
 // cached handle's RELEASE can reach us before the kernel has left cached
