@@ -2,7 +2,6 @@ package replicator
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"spoolsync/guid"
+	"spoolsync/internal/testenv"
 	"spoolsync/replica"
 	"spoolsync/replica/server"
 	"spoolsync/wire"
@@ -85,16 +85,7 @@ func startReplica(t *testing.T, root, state string) string {
 		t.Fatal(err)
 	}
 	srv, err := server.New(server.Options{Store: store, SpoolDir: filepath.Join(state, "spool"), Logger: log,
-		Wire: wire.ServerConfig{
-			Authenticate: func(u, p string) error {
-				if u == "master" && p == "pw" {
-					return nil
-				}
-				return errors.New("bad password")
-			},
-			IsAdmin:   func(id string) bool { return id == "master" },
-			FailDelay: -1,
-		}})
+		Wire: testenv.ReplicaAuth()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,32 @@
 // FUSE or root skip with a reason where it is missing, except where
 // SPOOLSYNC_REQUIRE_FUSE=1 (CI), where a missing capability fails the test:
 // a suite that silently skipped its mounts would report a pass it did not
-// earn.
+// earn. It also holds the fixtures several packages' tests share.
 package testenv
 
 import (
+	"errors"
 	"os"
 	"testing"
+
+	"spoolsync/wire"
 )
+
+// ReplicaAuth is the handshake configuration of a replica server in tests:
+// one master, "master" with password "pw", an admin; no delay after a
+// failed login.
+func ReplicaAuth() wire.ServerConfig {
+	return wire.ServerConfig{
+		Authenticate: func(u, p string) error {
+			if u == "master" && p == "pw" {
+				return nil
+			}
+			return errors.New("bad password")
+		},
+		IsAdmin:   func(id string) bool { return id == "master" },
+		FailDelay: -1,
+	}
+}
 
 // Required reports whether CI asked for every capability to be present.
 func Required() bool { return os.Getenv("SPOOLSYNC_REQUIRE_FUSE") == "1" }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"spoolsync/guid"
+	"spoolsync/internal/testenv"
 	"spoolsync/replica"
 	"spoolsync/wire"
 )
@@ -45,16 +46,7 @@ func newTestServer(t *testing.T) *testServer {
 	}
 	ts.srv, err = New(Options{Store: ts.store, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
 		SpoolMemory: 4096, // small, so the tests cover spilling to disk
-		Wire: wire.ServerConfig{
-			Authenticate: func(u, p string) error {
-				if u == "master" && p == "pw" {
-					return nil
-				}
-				return errors.New("bad password")
-			},
-			IsAdmin:   func(id string) bool { return id == "master" },
-			FailDelay: -1,
-		}})
+		Wire:        testenv.ReplicaAuth()})
 	if err != nil {
 		t.Fatal(err)
 	}
