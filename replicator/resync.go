@@ -146,11 +146,16 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			rs.bconn.Close() // it may have been replaced (resendInline)
 		}
 	}()
+	// stop tells the walk and the manifest reader that the merge is over
+	// (an error ended it early): they stop instead of blocking on a full
+	// channel with directories open.
+	stop := make(chan struct{})
+	defer close(stop)
 	remoteCh := make(chan []*wire.ManifestEntry, 16)
 	remoteErr := make(chan error, 1)
 	go func() {
 		defer close(remoteCh)
-		out := batcher[*wire.ManifestEntry]{ch: remoteCh}
+		out := batcher[*wire.ManifestEntry]{ch: remoteCh, stop: stop}
 		defer out.flush()
 		for {
 			m, err := mconn.Recv()
@@ -160,7 +165,10 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			}
 			switch m := m.(type) {
 			case *wire.ManifestEntry:
-				out.send(m)
+				if !out.send(m) {
+					remoteErr <- errMergeEnded
+					return
+				}
 			case *wire.ManifestEnd:
 				remoteErr <- nil
 				return
@@ -174,7 +182,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	localErr := make(chan error, 1)
 	go func() {
 		defer close(localCh)
-		out := batcher[local]{ch: localCh}
+		out := batcher[local]{ch: localCh, stop: stop}
 		defer out.flush()
 		localErr <- rs.walkLocal(o.Backing, paths, &out)
 	}()
@@ -231,13 +239,17 @@ func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local
 			return fmt.Errorf("walk %s: %w", filepath.Join(backing, r), err)
 		}
 		if r != "." {
-			out.send(rs.detail(e, unix.AT_FDCWD, filepath.Join(backing, r)))
+			if !out.send(rs.detail(e, unix.AT_FDCWD, filepath.Join(backing, r))) {
+				return errMergeEnded
+			}
 		}
 		if kindOf(e.st.Mode) != wire.KindDir {
 			continue
 		}
 		err := walk.Tree(r, opts, func(e *walk.Entry[local]) error {
-			out.send(e.Detail)
+			if !out.send(e.Detail) {
+				return errMergeEnded
+			}
 			return nil
 		})
 		if err != nil {
@@ -295,25 +307,37 @@ func (rs *resyncer) detail(l local, dirfd int, name string) local {
 // handoff each) cost more than comparing the entry.
 const batchSize = 256
 
-// batcher sends values on ch in batches.
+// batcher sends values on ch in batches, until stop is closed.
 type batcher[T any] struct {
-	ch  chan<- []T
-	buf []T
+	ch   chan<- []T
+	stop <-chan struct{}
+	buf  []T
 }
 
-func (b *batcher[T]) send(v T) {
+// send reports false once stop is closed: nobody reads any more.
+func (b *batcher[T]) send(v T) bool {
 	b.buf = append(b.buf, v)
 	if len(b.buf) == batchSize {
-		b.flush()
+		return b.flush()
+	}
+	return true
+}
+
+func (b *batcher[T]) flush() bool {
+	if len(b.buf) == 0 {
+		return true
+	}
+	select {
+	case b.ch <- b.buf:
+		b.buf = make([]T, 0, batchSize)
+		return true
+	case <-b.stop:
+		return false
 	}
 }
 
-func (b *batcher[T]) flush() {
-	if len(b.buf) > 0 {
-		b.ch <- b.buf
-		b.buf = make([]T, 0, batchSize)
-	}
-}
+// errMergeEnded stops a producer whose merge has ended.
+var errMergeEnded = errors.New("resync: the merge ended")
 
 // unbatcher receives what a batcher sent, one value at a time.
 type unbatcher[T any] struct {

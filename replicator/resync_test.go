@@ -2,6 +2,8 @@ package replicator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -101,4 +103,51 @@ func startReplica(t *testing.T, root, state string) string {
 		store.Close()
 	})
 	return ln.Addr().String()
+}
+
+// TestResyncStopsCleanly: a resync that ends early (here cancelled) stops
+// its walk and its manifest reader, and leaves no descriptor open.
+func TestResyncStopsCleanly(t *testing.T) {
+	base := t.TempDir()
+	spool, root := filepath.Join(base, "spool"), filepath.Join(base, "root")
+	for d := range 60 {
+		dir := filepath.Join(spool, "u", fmt.Sprint(d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range 100 {
+			os.WriteFile(filepath.Join(dir, fmt.Sprint(f)), []byte("x"), 0o600)
+		}
+	}
+	os.MkdirAll(root, 0o755)
+	addr := startReplica(t, root, filepath.Join(base, "state"))
+	cache, err := guid.OpenCache(filepath.Join(base, "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	before := openFDs(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	opts := ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, DryRun: true, Logger: slog.New(slog.DiscardHandler),
+		Client:   wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3},
+		Progress: func(ResyncReport) { cancel() }}
+	if _, err := Resync(ctx, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("resync: %v, want it cancelled", err)
+	}
+	var after int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if after = openFDs(t); after <= before {
+			return
+		}
+	}
+	t.Errorf("open descriptors: %d before the resync, %d after it ended", before, after)
+}
+
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
