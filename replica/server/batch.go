@@ -18,7 +18,12 @@ type byGUID struct {
 }
 
 // batch receives batch b — its inline content staged to temp files as it
-// arrives, the rest into the spool — then applies it and acks it.
+// arrives, the rest into the spool — then applies it and acks it in the
+// background: the next batch can arrive (and be staged) while this one is
+// synced, landed and committed. Batches are still applied one at a time
+// and in order: the next one's apply starts after this one's ends, and
+// an apply that fails ends the connection (its error is reported, and the
+// batch after it, unapplied, is dropped with it).
 func (ss *session) batch(b *wire.BatchBegin) error {
 	// A promotion since this master connected fences it: nothing more
 	// from it lands in the tree.
@@ -28,6 +33,9 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 	}
 	src := ss.source(b.Channel)
 	if b.Seq <= ss.store.AppliedSeq(src) {
+		if err := ss.waitApplied(); err != nil {
+			return err
+		}
 		return ss.drain(b)
 	}
 	start := time.Now()
@@ -41,23 +49,37 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 		staged     []*replica.Staged      // by op index: inline Puts' content, staged as it arrives
 	)
 	// What is not put in place (an error, a batch cut short) is dropped;
-	// what was is gone from the temp dir already.
+	// what was is gone from the temp dir already. Once the batch is
+	// handed to the background apply, that is its job.
 	defer func() { ss.store.DropStaged(staged) }()
 	for {
+		if err := ss.appliedFailed(); err != nil {
+			return err
+		}
 		m, err := ss.c.Recv()
 		if err != nil {
 			return err
 		}
 		switch m := m.(type) {
 		case *wire.BatchEnd:
-			if err := ss.precheck(b.Seq, need); err != nil {
+			if err := ss.waitApplied(); err != nil {
 				return err
 			}
-			if err := ss.apply(b, src, staged); err != nil {
-				return err
-			}
-			ss.noteBatch(b, ops, bytes, time.Since(start))
-			return ss.reply(&wire.Ack{Seq: b.Seq})
+			sp, st := ss.sp, staged
+			staged = nil
+			ss.sp, ss.spNext = ss.spNext, ss.sp
+			ss.applied = make(chan error, 1)
+			go func(done chan<- error) {
+				err := ss.applyAndAck(b, src, need, sp, st, ops, bytes, start)
+				ss.store.DropStaged(st) // before done: the session may end then
+				if err != nil {
+					// The reader may be waiting for the client, which
+					// waits for this batch's answer: wake it to report.
+					ss.interrupt()
+				}
+				done <- err
+			}(ss.applied)
+			return nil
 		case *wire.Ping:
 			if err := ss.reply(&wire.Pong{ID: m.ID}); err != nil {
 				return err
@@ -107,6 +129,18 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 	}
 }
 
+// applyAndAck is a received batch's background part: check, apply, ack.
+func (ss *session) applyAndAck(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged, ops, bytes uint64, start time.Time) error {
+	if err := ss.precheck(b.Seq, need); err != nil {
+		return err
+	}
+	if err := ss.apply(b, src, sp, staged); err != nil {
+		return err
+	}
+	ss.noteBatch(b, ops, bytes, time.Since(start))
+	return ss.reply(&wire.Ack{Seq: b.Seq})
+}
+
 // precheck refuses, before anything is applied, a batch whose Puts by
 // GUID name content the replica does not hold.
 func (ss *session) precheck(seq uint64, need []byGUID) error {
@@ -134,7 +168,7 @@ func lackingGUID(seq uint64, p string, g wire.GUID) error {
 // apply syncs the staged content, runs the spooled batch in one Txn (the
 // staged Puts by rename) and commits it. On any error the
 // Txn is aborted and the error is one to send to the client.
-func (ss *session) apply(b *wire.BatchBegin, src string, staged []*replica.Staged) error {
+func (ss *session) apply(b *wire.BatchBegin, src string, sp *spool, staged []*replica.Staged) error {
 	txn, err := ss.store.Begin(src, b.Seq)
 	if errors.Is(err, replica.ErrAlreadyApplied) {
 		// Another connection of this source applied it while it arrived.
@@ -149,7 +183,7 @@ func (ss *session) apply(b *wire.BatchBegin, src string, staged []*replica.Stage
 			return ss.applyError(b.Seq, err)
 		}
 	}
-	r, err := ss.sp.reader()
+	r, err := sp.reader()
 	if err != nil {
 		txn.Abort()
 		return ss.applyError(b.Seq, err)

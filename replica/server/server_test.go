@@ -327,3 +327,63 @@ func (ts *testServer) noTemps() {
 	}
 	ts.t.Errorf("temp files left behind: %v", names)
 }
+
+// TestPipelinedBatches: a client may send the next batch (and its offer)
+// before the last one is acknowledged; both are applied in order and
+// acknowledged in order. When the first fails, the error names it, the
+// second is not applied, and nothing staged is left behind.
+func TestPipelinedBatches(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.dial()
+	sendBatch(t, c, 1, "", op{m: &wire.Mkdir{Path: "d", Mode: 0o755}}, put("d/a", "first"))
+	must(t, c.Send(&wire.Offer{ID: 2, GUIDs: []wire.GUID{wireGUID("first"), wireGUID("never sent")}}))
+	sendBatch(t, c, 2, "", put("d/b", "second"), putGUID("d/c", "first"))
+	var acks []uint64
+	var lacks *wire.Lacks
+	for len(acks) < 2 {
+		m, err := c.Recv()
+		must(t, err)
+		switch m := m.(type) {
+		case *wire.Ack:
+			acks = append(acks, m.Seq)
+		case *wire.Lacks:
+			lacks = m
+		default:
+			t.Fatalf("got %v", m.Type())
+		}
+	}
+	if acks[0] != 1 || acks[1] != 2 {
+		t.Errorf("acks %v, want [1 2]", acks)
+	}
+	if lacks == nil {
+		lacks = recv[*wire.Lacks](t, c)
+	}
+	if len(lacks.Lacking) != 2 || !lacks.Lacking[1] {
+		t.Errorf("lacks %v, want the second GUID lacking", lacks.Lacking)
+	}
+	for p, want := range map[string]string{"d/a": "first", "d/b": "second", "d/c": "first"} {
+		if got := ts.read(p); got != want {
+			t.Errorf("%s = %q, want %q", p, got, want)
+		}
+	}
+
+	c = ts.dial()
+	sendBatch(t, c, 1, "x", put("e", "refused"), putGUID("f", "never sent"))
+	// The replica may close the connection while this one is sent.
+	go func() {
+		o := put("g", "after a refused batch")
+		c.Send(&wire.BatchBegin{Seq: 2, Channel: "x"})
+		c.Send(o.m)
+		c.SendData(bytes.NewReader(o.data), int64(len(o.data)))
+		c.Send(&wire.BatchEnd{Seq: 2, OpCount: 1})
+		c.Flush()
+	}()
+	_, err := c.Recv()
+	var pe *wire.ProtoError
+	if !errors.As(err, &pe) || pe.Code != wire.CodeLackingGUID || pe.Seq != 1 {
+		t.Fatalf("got %v, want lacking-guid for batch 1", err)
+	}
+	ts.gone("e")
+	ts.gone("g")
+	ts.noTemps()
+}

@@ -30,7 +30,12 @@ type session struct {
 	epoch    uint64 // the tree's epoch when this master connected (Position)
 	log      *slog.Logger
 	identity string
-	sp       *spool
+	// Two spools: the next batch arrives in sp while the last one is
+	// applied from the other (pipelining, see batch.go).
+	sp, spNext *spool
+	// applied delivers the result of the batch being applied in the
+	// background (nil: none). Only the reading goroutine uses it.
+	applied chan error
 
 	// Totals since the last summary line, and since the start.
 	batches, ops, bytes uint64
@@ -68,9 +73,10 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 	}
 	now := time.Now()
 	return &session{srv: s, c: c, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
-		log:   log,
-		sp:    newSpool(s.opts.SpoolDir, s.opts.SpoolMemory),
-		since: now, lastSummary: now}, nil
+		log:    log,
+		sp:     newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
+		spNext: newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
+		since:  now, lastSummary: now}, nil
 }
 
 // treeEpoch is the tree's epoch now (a promote may have raised it);
@@ -92,8 +98,15 @@ func (ss *session) source(channel string) string { return ss.identity + "/" + ch
 func (ss *session) interrupt() { ss.c.SetReadDeadline(time.Unix(1, 0)) }
 
 func (ss *session) serve() {
+	defer ss.spNext.close()
 	defer ss.sp.close()
 	err := ss.loop()
+	// A batch still being applied finishes (or fails) first; its error,
+	// about an earlier batch than anything the loop read, is the one to
+	// report.
+	if aerr := ss.waitApplied(); aerr != nil {
+		err = aerr
+	}
 	switch {
 	case err == nil:
 		ss.c.Close()
@@ -135,6 +148,16 @@ func (ss *session) loop() error {
 		if err != nil {
 			return err
 		}
+		// Only a batch may arrive while the last one is applied, and an
+		// offer be answered then; everything else waits for it, so that
+		// replies keep their order and see the batch's effects.
+		switch m.(type) {
+		case *wire.BatchBegin, *wire.Offer, *wire.Ping, *wire.Pong:
+		default:
+			if err := ss.waitApplied(); err != nil {
+				return err
+			}
+		}
 		switch m := m.(type) {
 		case *wire.BatchBegin:
 			err = ss.batch(m)
@@ -166,6 +189,29 @@ func (ss *session) loop() error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// waitApplied waits for the batch being applied in the background, if
+// any, and returns its error.
+func (ss *session) waitApplied() error {
+	if ss.applied == nil {
+		return nil
+	}
+	err := <-ss.applied
+	ss.applied = nil
+	return err
+}
+
+// appliedFailed reports, without waiting, the error of a background apply
+// that has already failed.
+func (ss *session) appliedFailed() error {
+	select {
+	case err := <-ss.applied: // a nil channel never receives
+		ss.applied = nil
+		return err
+	default:
+		return nil
 	}
 }
 
