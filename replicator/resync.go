@@ -142,6 +142,9 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
 	defer func() {
+		for _, b := range rs.inflight { // left by an error
+			closeFiles(b.ops)
+		}
 		if rs.bconn != nil {
 			rs.bconn.Close() // it may have been replaced (resendInline)
 		}
@@ -381,7 +384,7 @@ type resyncer struct {
 	dirs     []dirFrame // the master directories the walk is in
 	gone     []string   // replica directories to remove once their subtree is done
 	extras   []step     // removals of what only the replica has, done last
-	inflight *inflight  // the batch the replica is applying
+	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
 }
 
 type dirFrame struct {
@@ -728,70 +731,75 @@ func (rs *resyncer) flushGone(next string) {
 	}
 }
 
-// flush ships the steps gathered so far as one batch. Batches overlap by
-// one: this one is read (files opened and hashed) and offered while the
-// replica still applies the last; it is sent once the last is
-// acknowledged, so batches land in order (removals after the puts they
-// may copy from). The replica answers the offer only once the last batch
-// is applied, so the answer is never stale.
-// With final, it also waits for its own acknowledgement.
+// flush ships the steps gathered so far as one batch; with final, it also
+// waits until every batch is acknowledged.
+//
+// Batches are pipelined: this one is read (files opened and hashed),
+// offered and sent while the replica still applies the last one, which
+// may be unacknowledged; never more than that one. The replica applies
+// them in order, so removals land after the puts they may copy from. It
+// answers an offer at once, so while the last batch lands the answer can
+// be stale: that batch may remove the only copy of content this one names
+// by GUID. The replica then refuses this batch (lacking-guid), and flush
+// sends what was unacknowledged again with all its content, on a new
+// connection (the replica closed the old one), and then this batch. The
+// same happens when rolling replication, running beside the resync,
+// moves a copy away.
 func (rs *resyncer) flush(final bool) error {
 	if rs.o.DryRun {
 		return nil
 	}
-	var ops, extra []shipOp
-	steps := rs.steps
-	if len(rs.steps) > 0 || len(rs.extra) > 0 {
-		rs.steps = nil
-		var err error
-		if ops, _, err = rs.res.resolve(steps); err != nil {
+	steps, extra := rs.steps, rs.extra
+	rs.steps, rs.extra = nil, nil
+	for attempt := 1; ; attempt++ {
+		err := rs.ship(steps, extra, final)
+		if !errors.Is(err, wire.ErrLackingGUID) || attempt == maxResends {
 			return err
 		}
-		extra = rs.extra
-		ops = append(ops, extra...)
-		rs.extra = nil
-	}
-	// The offer goes out before the wait for the last batch's
-	// acknowledgement: the replica answers it right after that batch, so
-	// the wait and the offer's round trip are one.
-	var pending *pendingOffer
-	if len(ops) > 0 {
-		var err error
-		if pending, err = sendOffer(rs.bconn, ops, rs.seq+1, false); err != nil {
-			closeFiles(ops)
-			return fmt.Errorf("resync batch %d: offer: %w", rs.seq+1, err)
+		rs.o.Logger.Info("resync: the replica no longer holds content it offered; sending again with the content", "err", err)
+		if err := rs.resendInline(); err != nil {
+			return err
 		}
 	}
-	redialed, err := rs.settle()
-	if err == nil && redialed && len(ops) > 0 {
-		// The offer went out on the connection the replica closed.
-		pending, err = sendOffer(rs.bconn, ops, rs.seq+1, false)
+}
+
+// maxResends bounds how often one batch is tried after lacking-guid.
+const maxResends = 3
+
+// ship resolves, offers and sends one batch (steps and extra), leaving at
+// most one other batch unacknowledged; with final it waits for all.
+func (rs *resyncer) ship(steps []step, extra []shipOp, final bool) error {
+	if len(steps) > 0 || len(extra) > 0 {
+		ops, _, err := rs.res.resolve(steps)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, extra...)
+		b := &inflight{seq: rs.seq + 1, steps: steps, extra: extra, ops: ops, watch: rs.watch}
+		pending, err := sendOffer(rs.bconn, ops, b.seq, false)
+		if err == nil {
+			err = pending.answer(rs.recvAnswer, ops, &b.st)
+		}
+		for err == nil && len(rs.inflight) > 1 {
+			err = rs.settleOldest()
+		}
+		if err == nil && rs.o.beforeSend != nil {
+			rs.o.beforeSend(b.seq)
+		}
+		if err == nil {
+			err = sendBatch(rs.bconn, b.seq, rs.channel, ops, &b.st)
+		}
+		if err != nil {
+			closeFiles(ops)
+			return fmt.Errorf("resync batch %d: %w", b.seq, err)
+		}
+		rs.seq, rs.watch = b.seq, nil
+		rs.inflight = append(rs.inflight, b)
 	}
-	if err != nil {
-		closeFiles(ops)
-		return err
-	}
-	if len(ops) == 0 {
-		return nil
-	}
-	rs.seq++
-	b := &inflight{seq: rs.seq, steps: steps, extra: extra, ops: ops, watch: rs.watch}
-	rs.watch = nil
-	if err := pending.answer(rs.bconn, ops, &b.st); err != nil {
-		closeFiles(ops)
-		return fmt.Errorf("resync batch %d: offer: %w", b.seq, err)
-	}
-	if rs.o.beforeSend != nil {
-		rs.o.beforeSend(b.seq)
-	}
-	if err := sendBatch(rs.bconn, b.seq, rs.channel, ops, &b.st); err != nil {
-		closeFiles(ops)
-		return fmt.Errorf("resync batch %d: %w", b.seq, err)
-	}
-	rs.inflight = b
-	if final {
-		_, err := rs.settle()
-		return err
+	for final && len(rs.inflight) > 0 {
+		if err := rs.settleOldest(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -806,30 +814,48 @@ type inflight struct {
 	st    batchStats
 }
 
-// settle waits for the batch in flight, if any, and hands what changed
-// since it was read back to rolling replication: that change may have
-// been shipped by the mount before this batch landed.
-//
-// A batch the replica refused because content it said it held (the
-// offer's answer) was moved or replaced before the batch landed — rolling
-// replication runs beside the resync — is sent again with all its content,
-// on a new connection (redialed): the replica closed this one.
-func (rs *resyncer) settle() (redialed bool, err error) {
-	b := rs.inflight
-	if b == nil {
-		return false, nil
+// recvAnswer reads the next reply that is not an acknowledgement; the
+// acknowledgements read on the way are settled.
+func (rs *resyncer) recvAnswer() (wire.Message, error) {
+	for {
+		m, err := rs.bconn.Recv()
+		if err != nil {
+			return nil, err
+		}
+		a, ok := m.(*wire.Ack)
+		if !ok {
+			return m, nil
+		}
+		if err := rs.acked(a); err != nil {
+			return nil, err
+		}
 	}
-	rs.inflight = nil
-	defer func() { closeFiles(b.ops) }() // b.ops is replaced by a resend
-	err = waitAck(rs.bconn, b.seq)
-	if errors.Is(err, wire.ErrLackingGUID) {
-		rs.o.Logger.Info("resync: the replica no longer holds content it offered; sending the batch again with its content", "seq", b.seq, "err", err)
-		redialed = true
-		err = rs.resendInline(b)
-	}
+}
+
+// settleOldest waits for the oldest unacknowledged batch's acknowledgement.
+func (rs *resyncer) settleOldest() error {
+	seq := rs.inflight[0].seq
+	m, err := rs.bconn.Recv()
 	if err != nil {
-		return redialed, fmt.Errorf("resync batch %d: %w", b.seq, err)
+		return fmt.Errorf("resync batch %d: %w", seq, err)
 	}
+	a, ok := m.(*wire.Ack)
+	if !ok {
+		return fmt.Errorf("resync batch %d: replica answered %v", seq, m.Type())
+	}
+	return rs.acked(a)
+}
+
+// acked settles the oldest batch, which a must acknowledge, and hands
+// what changed since it was read back to rolling replication: that change
+// may have been shipped by the mount before this batch landed.
+func (rs *resyncer) acked(a *wire.Ack) error {
+	if len(rs.inflight) == 0 || a.Seq != rs.inflight[0].seq {
+		return fmt.Errorf("replica acknowledged batch %d, which is not the oldest unacknowledged one", a.Seq)
+	}
+	b := rs.inflight[0]
+	rs.inflight = rs.inflight[1:]
+	closeFiles(b.ops)
 	rs.report.Shipped += b.st.ops
 	rs.report.ContentBytes += b.st.sent
 	rs.report.Dedup += b.st.dedup
@@ -846,12 +872,14 @@ func (rs *resyncer) settle() (redialed bool, err error) {
 		}
 		rs.report.Rescanned += len(again)
 	}
-	return redialed, nil
+	return nil
 }
 
-// resendInline sends batch b again on a new connection, resolved afresh,
-// every put with its content, and waits for its acknowledgement.
-func (rs *resyncer) resendInline(b *inflight) error {
+// resendInline sends the unacknowledged batches again, in order, on a new
+// connection, each resolved afresh with all its content, and waits for
+// their acknowledgements. None of them was applied: the replica applies
+// in order and closes the connection at the first batch it refuses.
+func (rs *resyncer) resendInline() error {
 	rs.bconn.Close()
 	c, err := rs.dial()
 	if err != nil {
@@ -859,16 +887,25 @@ func (rs *resyncer) resendInline(b *inflight) error {
 		return err
 	}
 	rs.bconn = c
-	closeFiles(b.ops)
-	ops, _, err := rs.res.resolve(b.steps)
-	if err != nil {
-		b.ops = nil
-		return err
+	unacked := rs.inflight
+	rs.inflight = nil
+	for i, b := range unacked {
+		closeFiles(b.ops)
+		ops, _, err := rs.res.resolve(b.steps)
+		if err != nil {
+			for _, rest := range unacked[i+1:] {
+				closeFiles(rest.ops)
+			}
+			return err
+		}
+		b.ops, b.st = append(ops, b.extra...), batchStats{}
+		rs.inflight = append(rs.inflight, b)
+		if err := sendBatch(c, b.seq, rs.channel, b.ops, &b.st); err != nil {
+			return fmt.Errorf("resync batch %d: %w", b.seq, err)
+		}
+		if err := rs.settleOldest(); err != nil {
+			return err
+		}
 	}
-	b.ops = append(ops, b.extra...)
-	b.st = batchStats{}
-	if err := sendBatch(c, b.seq, rs.channel, b.ops, &b.st); err != nil {
-		return err
-	}
-	return waitAck(c, b.seq)
+	return nil
 }

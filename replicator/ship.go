@@ -278,7 +278,7 @@ func offer(c sender, ops []shipOp, id uint64, st *batchStats, inline bool) error
 	if err != nil {
 		return err
 	}
-	return o.answer(c, ops, st)
+	return o.answer(c.Recv, ops, st)
 }
 
 // pendingOffer is an offer sent whose answers are still to be read.
@@ -315,16 +315,16 @@ func sendOffer(c sender, ops []shipOp, id uint64, inline bool) (*pendingOffer, e
 	return o, c.Flush()
 }
 
-// answer reads the replica's answers to o and turns the puts of content it
-// has into puts by GUID.
-func (o *pendingOffer) answer(c sender, ops []shipOp, st *batchStats) error {
+// answer reads the replica's answers to o with recv and turns the puts of
+// content it has into puts by GUID.
+func (o *pendingOffer) answer(recv func() (wire.Message, error), ops []shipOp, st *batchStats) error {
 	if o == nil {
 		return nil
 	}
 	lacking := make([]bool, 0, len(o.gs))
 	for start := 0; start < len(o.gs); start += maxOffer {
 		part := o.gs[start:min(start+maxOffer, len(o.gs))]
-		m, err := c.Recv()
+		m, err := recv()
 		if err != nil {
 			return err
 		}
