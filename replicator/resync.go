@@ -50,8 +50,9 @@ type ResyncOptions struct {
 	Progress func(ResyncReport) // called now and then with the counts so far
 	Logger   *slog.Logger
 
-	// beforeSend, in tests, runs between a batch's offer and its sending.
-	beforeSend func(seq uint64)
+	// beforeSend, in tests, runs between a batch's offer and its sending,
+	// with the number of batches then unacknowledged.
+	beforeSend func(seq uint64, unacked int)
 }
 
 // ResyncReport is the summary `spoolsync resync` prints.
@@ -784,7 +785,7 @@ func (rs *resyncer) ship(steps []step, extra []shipOp, final bool) error {
 			err = rs.settleOldest()
 		}
 		if err == nil && rs.o.beforeSend != nil {
-			rs.o.beforeSend(b.seq)
+			rs.o.beforeSend(b.seq, len(rs.inflight))
 		}
 		if err == nil {
 			err = sendBatch(rs.bconn, b.seq, rs.channel, ops, &b.st)
