@@ -30,7 +30,13 @@
 // spool dir). Only at BatchEnd is Store.Begin called: one syncfs makes the
 // staged files durable, then every op is applied in order from the spool
 // (staged files renamed into place), then the batch is committed and
-// acked. Staged files not put in place (a refused batch, a client gone
+// acked. That part runs in the background: the connection reads (and
+// stages) the next batch meanwhile, so a client may send a batch before
+// the last one is acknowledged; the next apply starts when the last one
+// ended, and acks go out in order. Offers are answered at once, even while
+// a batch is applied (the answer may then be stale: the resync resends a
+// refused batch with its content); every other request waits for the
+// apply. Staged files not put in place (a refused batch, a client gone
 // mid-batch) are removed. The Store applies one batch at a time for the
 // whole replica; staging and spooling keep that lock for the time of a
 // local apply, not for the time a (possibly slow) client takes to send the
