@@ -167,7 +167,10 @@
 // anywhere but inside Data. The client may pipeline: send more batches,
 // offers and requests before the answers to earlier ones arrive. The
 // server answers offers, manifest requests and position requests in the
-// order received.
+// order received. An offer answered while an earlier batch is still being
+// applied describes the replica before that batch: a Put by GUID relying
+// on it can be refused (lacking-guid) if that batch removed the content,
+// and the client then sends the batch again with the content.
 //
 // Batches. seq is the master's sync-log sequence number of the batch;
 // channel names its log channel ("" for the default one). The server
