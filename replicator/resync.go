@@ -382,9 +382,9 @@ type resyncer struct {
 	extra    []shipOp // RemoveXattr ops for the next batch
 	watch    map[string]unix.Stat_t
 	links    map[[2]uint64]linkInfo
-	dirs     []dirFrame // the master directories the walk is in
-	gone     []string   // replica directories to remove once their subtree is done
-	extras   []step     // removals of what only the replica has, done last
+	dirs     []dirFrame  // the master directories the walk is in
+	gone     []string    // replica directories to remove once their subtree is done
+	extras   []step      // removals of what only the replica has, done last
 	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
 }
 

@@ -176,8 +176,8 @@ func TestResyncPipelined(t *testing.T) {
 	defer cache.Close()
 	most := 0
 	opts := ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, Delete: true, BatchOps: 7,
-		Logger: slog.New(slog.DiscardHandler),
-		Client: wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3},
+		Logger:     slog.New(slog.DiscardHandler),
+		Client:     wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3},
 		beforeSend: func(_ uint64, unacked int) { most = max(most, unacked) }}
 	rep, err := Resync(t.Context(), opts)
 	if err != nil {
