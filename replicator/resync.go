@@ -539,6 +539,9 @@ func (rs *resyncer) put(l local) {
 			rs.links[key] = li
 		}
 	}
+	if rs.o.Rescan == nil {
+		return // nothing to hand changes back to (acked)
+	}
 	if rs.watch == nil {
 		rs.watch = map[string]unix.Stat_t{}
 	}
@@ -860,6 +863,9 @@ func (rs *resyncer) acked(a *wire.Ack) error {
 	rs.report.Shipped += b.st.ops
 	rs.report.ContentBytes += b.st.sent
 	rs.report.Dedup += b.st.dedup
+	if rs.o.Rescan == nil {
+		return nil // no mount runs: nothing ships changes beside us
+	}
 	var again []string
 	for p, was := range b.watch {
 		var now unix.Stat_t
@@ -867,7 +873,7 @@ func (rs *resyncer) acked(a *wire.Ack) error {
 			again = append(again, p)
 		}
 	}
-	if len(again) > 0 && rs.o.Rescan != nil {
+	if len(again) > 0 {
 		if err := rs.o.Rescan(again); err != nil {
 			rs.report.Errors = append(rs.report.Errors, fmt.Sprintf("%d files changed during the resync and could not be handed to the mount: %v; run resync again", len(again), err))
 		}
