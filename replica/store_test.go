@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"spoolsync/guid"
+	"spoolsync/internal/testenv"
 )
 
 func TestOpenRefuses(t *testing.T) {
@@ -109,16 +110,10 @@ func TestManifest(t *testing.T) {
 	}
 }
 
-func openFDs(t *testing.T) int {
-	names, err := os.ReadDir("/proc/self/fd")
-	must(t, err)
-	return len(names)
-}
-
 // TestNoFDLeak applies every replay batch (all op kinds) and closes the
 // store: no fd may stay open.
 func TestNoFDLeak(t *testing.T) {
-	before := openFDs(t)
+	before := testenv.OpenFDs(t)
 	tc := newTestCase(t)
 	for _, ops := range replayBatches {
 		tc.batch(func(tx *Txn) error { return run(tx, ops) })
@@ -126,7 +121,7 @@ func TestNoFDLeak(t *testing.T) {
 	must(t, tc.s.Manifest("", guid.SHA256, func(Entry) error { return nil }))
 	must(t, tc.s.Close())
 	tc.s = nil
-	if after := openFDs(t); after != before {
+	if after := testenv.OpenFDs(t); after != before {
 		t.Errorf("open fds: %d before, %d after", before, after)
 	}
 }

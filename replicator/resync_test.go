@@ -24,10 +24,9 @@ import (
 // replica refuses the batch; the resync sends it again with its content
 // and ends with the file in place.
 func TestResyncResendsWhenOfferedContentGoes(t *testing.T) {
-	base := t.TempDir()
-	spool, root := filepath.Join(base, "spool"), filepath.Join(base, "root")
-	for _, d := range []string{spool + "/b", spool + "/c", root} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	spool, root, opts := newResyncTest(t)
+	for _, d := range []string{"b", "c"} {
+		if err := os.Mkdir(filepath.Join(spool, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -35,14 +34,6 @@ func TestResyncResendsWhenOfferedContentGoes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(spool, "b", "m"), msg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := startReplica(t, root, filepath.Join(base, "state"))
-	cache, err := guid.OpenCache(filepath.Join(base, "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	opts := ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, Delete: true, Logger: slog.New(slog.DiscardHandler),
-		Client: wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3}}
 	if _, err := Resync(t.Context(), opts); err != nil {
 		t.Fatalf("first resync: %v", err)
 	}
@@ -77,10 +68,18 @@ func TestResyncResendsWhenOfferedContentGoes(t *testing.T) {
 	}
 }
 
-// startReplica serves a replica of root on loopback until the test ends
-// and returns its address.
-func startReplica(t *testing.T, root, state string) string {
+// newResyncTest makes an empty spool and replica root, serves the replica
+// on loopback until the test ends, and returns the options of a resync
+// between them (with --delete).
+func newResyncTest(t *testing.T) (spool, root string, opts ResyncOptions) {
 	t.Helper()
+	base := t.TempDir()
+	spool, root, state := filepath.Join(base, "spool"), filepath.Join(base, "root"), filepath.Join(base, "state")
+	for _, d := range []string{spool, root} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	log := slog.New(slog.DiscardHandler)
 	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: log})
 	if err != nil {
@@ -96,89 +95,67 @@ func startReplica(t *testing.T, root, state string) string {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
+	cache, err := guid.OpenCache(filepath.Join(base, "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
 		store.Close()
+		cache.Close()
 	})
-	return ln.Addr().String()
+	return spool, root, ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, Delete: true, Logger: log,
+		Client: wire.ClientConfig{Addr: ln.Addr().String(), AuthName: "master", Password: "pw", Compress: 3}}
+}
+
+// fillSpool writes files u/<d>/<f> for dirs × files, with content(d, f).
+func fillSpool(t *testing.T, spool string, dirs, files int, content func(d, f int) string) {
+	t.Helper()
+	for d := range dirs {
+		dir := filepath.Join(spool, "u", fmt.Sprint(d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range files {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(f)), []byte(content(d, f)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
 
 // TestResyncStopsCleanly: a resync that ends early (here cancelled) stops
 // its walk and its manifest reader, and leaves no descriptor open.
 func TestResyncStopsCleanly(t *testing.T) {
-	base := t.TempDir()
-	spool, root := filepath.Join(base, "spool"), filepath.Join(base, "root")
-	for d := range 60 {
-		dir := filepath.Join(spool, "u", fmt.Sprint(d))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for f := range 100 {
-			os.WriteFile(filepath.Join(dir, fmt.Sprint(f)), []byte("x"), 0o600)
-		}
-	}
-	os.MkdirAll(root, 0o755)
-	addr := startReplica(t, root, filepath.Join(base, "state"))
-	cache, err := guid.OpenCache(filepath.Join(base, "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	before := openFDs(t)
+	spool, _, opts := newResyncTest(t)
+	fillSpool(t, spool, 60, 100, func(d, f int) string { return "x" })
+	before := testenv.OpenFDs(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	opts := ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, DryRun: true, Logger: slog.New(slog.DiscardHandler),
-		Client:   wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3},
-		Progress: func(ResyncReport) { cancel() }}
+	opts.DryRun, opts.Progress = true, func(ResyncReport) { cancel() }
 	if _, err := Resync(ctx, opts); !errors.Is(err, context.Canceled) {
 		t.Fatalf("resync: %v, want it cancelled", err)
 	}
 	var after int
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if after = openFDs(t); after <= before {
+		if after = testenv.OpenFDs(t); after <= before {
 			return
 		}
 	}
 	t.Errorf("open descriptors: %d before the resync, %d after it ended", before, after)
 }
 
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestResyncPipelined: many small batches, each sent while the last one is
 // still unacknowledged, land in order: the replica ends identical, moves
 // included (a put by GUID may name content a batch before it put).
 func TestResyncPipelined(t *testing.T) {
-	base := t.TempDir()
-	spool, root := filepath.Join(base, "spool"), filepath.Join(base, "root")
-	for d := range 10 {
-		dir := filepath.Join(spool, "u", fmt.Sprint(d))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for f := range 30 {
-			os.WriteFile(filepath.Join(dir, fmt.Sprint(f)), []byte(fmt.Sprintf("message %d/%d", d%3, f)), 0o600)
-		}
-	}
-	os.MkdirAll(root, 0o755)
-	addr := startReplica(t, root, filepath.Join(base, "state"))
-	cache, err := guid.OpenCache(filepath.Join(base, "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	spool, _, opts := newResyncTest(t)
+	fillSpool(t, spool, 10, 30, func(d, f int) string { return fmt.Sprintf("message %d/%d", d%3, f) })
 	most := 0
-	opts := ResyncOptions{Backing: spool, Cache: cache, Mode: guid.SHA256, Delete: true, BatchOps: 7,
-		Logger:     slog.New(slog.DiscardHandler),
-		Client:     wire.ClientConfig{Addr: addr, AuthName: "master", Password: "pw", Compress: 3},
-		beforeSend: func(_ uint64, unacked int) { most = max(most, unacked) }}
+	opts.BatchOps = 7
+	opts.beforeSend = func(_ uint64, unacked int) { most = max(most, unacked) }
 	rep, err := Resync(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,17 @@ import (
 	"spoolsync/wire"
 )
 
+// OpenFDs is how many descriptors this process has open, for tests that
+// check nothing leaks.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
 // ReplicaAuth is the handshake configuration of a replica server in tests:
 // one master, "master" with password "pw", an admin; no delay after a
 // failed login.

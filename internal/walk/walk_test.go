@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"spoolsync/internal/testenv"
 )
 
 // opener opens directories below root by path, as the tests' Open.
@@ -73,14 +74,6 @@ func want(t *testing.T, root string) []string {
 	return paths
 }
 
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 func TestOrderMatchesWalkDir(t *testing.T) {
 	for seed := range uint64(4) {
 		root := randomTree(t, seed)
@@ -93,7 +86,7 @@ func TestOrderMatchesWalkDir(t *testing.T) {
 				err := unix.Fstatat(e.Dir, e.Name, &st, unix.AT_SYMLINK_NOFOLLOW)
 				return st, err
 			}
-			before := openFDs(t)
+			before := testenv.OpenFDs(t)
 			var got []string
 			err := Tree(".", o, func(e *Entry[unix.Stat_t]) error {
 				var st unix.Stat_t
@@ -112,7 +105,7 @@ func TestOrderMatchesWalkDir(t *testing.T) {
 			if strings.Join(got, "\n") != strings.Join(exp, "\n") {
 				t.Fatalf("seed %d, %+v: order differs from WalkDir:\n got %d entries\nwant %d", seed, o, len(got), len(exp))
 			}
-			if after := openFDs(t); after != before {
+			if after := testenv.OpenFDs(t); after != before {
 				t.Errorf("open fds: %d before, %d after", before, after)
 			}
 		}
@@ -149,7 +142,7 @@ func TestStopsAndCloses(t *testing.T) {
 	root := randomTree(t, 9)
 	stop := errors.New("stop")
 	for n := range 40 {
-		before := openFDs(t)
+		before := testenv.OpenFDs(t)
 		seen := 0
 		err := Tree(".", Options[any]{Open: opener(root), Workers: 4, Ahead: 8}, func(e *Entry[any]) error {
 			if seen == n {
@@ -161,7 +154,7 @@ func TestStopsAndCloses(t *testing.T) {
 		if err != stop {
 			t.Fatalf("after %d entries: %v, want the fn's error", n, err)
 		}
-		if after := openFDs(t); after != before {
+		if after := testenv.OpenFDs(t); after != before {
 			t.Fatalf("after %d entries: open fds %d before, %d after", n, before, after)
 		}
 	}
