@@ -289,12 +289,11 @@ func (rs *resyncer) detail(l local, dirfd int, name string) local {
 	p := rs.res.abs(l.path)
 	switch kindOf(l.st.Mode) {
 	case wire.KindFile:
-		switch g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); {
-		case rs.o.Verify:
+		if rs.o.Verify {
 			l.guid, l.err = guid.File(rs.o.Mode, p)
-		case ok:
+		} else if g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); ok {
 			l.guid = g
-		default:
+		} else {
 			l.guid, l.err = rs.o.Cache.HashFile(p, rs.o.Mode)
 		}
 	case wire.KindSymlink:

@@ -240,11 +240,11 @@ func (w *walker[T]) read(n *node[T]) {
 			entries = append(entries, Entry[T]{Path: p, Name: name, Dir: fd})
 		}
 	}
-	gone := w.stat(entries)
+	vanished := w.stat(entries)
 	n.entries = entries[:0]
 	var subs []*node[T]
 	for i := range entries {
-		if gone[i] {
+		if vanished[i] {
 			continue // its removal is the sync log's to report
 		}
 		var sub *node[T]
@@ -267,13 +267,13 @@ func (w *walker[T]) read(n *node[T]) {
 
 // stat fills in the entries' stats and details and reports which vanished;
 // a big directory is split between goroutines.
-func (w *walker[T]) stat(entries []Entry[T]) (gone []bool) {
-	gone = make([]bool, len(entries))
+func (w *walker[T]) stat(entries []Entry[T]) (vanished []bool) {
+	vanished = make([]bool, len(entries))
 	statRange := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			e := &entries[i]
 			if unix.Fstatat(e.Dir, e.Name, &e.Stat, unix.AT_SYMLINK_NOFOLLOW) != nil {
-				gone[i] = true
+				vanished[i] = true
 			} else if w.o.Detail != nil {
 				e.Detail, e.DetailErr = w.o.Detail(e)
 			}
@@ -281,7 +281,7 @@ func (w *walker[T]) stat(entries []Entry[T]) (gone []bool) {
 	}
 	if len(entries) <= bigDir {
 		statRange(0, len(entries))
-		return gone
+		return vanished
 	}
 	var wg sync.WaitGroup
 	chunk := (len(entries) + w.o.Workers - 1) / w.o.Workers
@@ -289,7 +289,7 @@ func (w *walker[T]) stat(entries []Entry[T]) (gone []bool) {
 		wg.Go(func() { statRange(lo, min(lo+chunk, len(entries))) })
 	}
 	wg.Wait()
-	return gone
+	return vanished
 }
 
 // readNames lists the directory open as fd, without "." and "..".
