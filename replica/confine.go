@@ -140,16 +140,23 @@ func openParent(rootfd int, p string) (parent, error) {
 	if err := checkPath(p); err != nil {
 		return parent{}, err
 	}
-	dir, name := path.Split(p)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
+	dir, name := splitPath(p)
 	fd, err := openDirBeneath(rootfd, dir)
 	if err != nil {
 		return parent{}, err
 	}
 	return parent{fd: fd, name: name}, nil
+}
+
+// splitPath splits a checked path into its directory ("." for the root)
+// and its final name.
+func splitPath(p string) (dir, name string) {
+	dir, name = path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	return dir, name
 }
 
 // lstat stats the final name without following it.

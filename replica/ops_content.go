@@ -79,9 +79,10 @@ func (t *Txn) writeTemp(meta Meta, content io.Reader) (*os.File, string, guid.GU
 // files as they arrive, while the master is still sending the rest, and
 // takes the batch lock only to put them in place.
 type Staged struct {
-	name string
-	meta Meta
-	g    guid.GUID
+	name   string
+	meta   Meta
+	g      guid.GUID
+	landed bool // put in place: no temp file left to drop
 }
 
 // Stage writes the content fill produces, and meta, to a new temp file,
@@ -107,11 +108,10 @@ func (s *Store) Stage(meta Meta, fill func(io.Writer) error) (*Staged, error) {
 	return &Staged{name: name, meta: meta, g: guid.FromHash(s.hashMode(meta), h)}, nil
 }
 
-// DropStaged removes the temp files of staged content not put in place
-// (those put in place are gone from the temp dir already).
+// DropStaged removes the temp files of staged content not put in place.
 func (s *Store) DropStaged(staged []*Staged) {
 	for _, st := range staged {
-		if st != nil {
+		if st != nil && !st.landed {
 			unix.Unlinkat(s.tmpfd, st.name, 0)
 		}
 	}
@@ -158,15 +158,26 @@ func (t *Txn) PutStaged(p string, s *Staged) error {
 }
 
 func (t *Txn) putStaged(p string, s *Staged) error {
-	if err := t.check(); err != nil {
+	if err := t.live(); err != nil {
 		return err
 	}
-	par, err := openParent(t.s.rootfd, p)
-	if err != nil {
+	if err := checkPath(p); err != nil {
 		return err
 	}
-	defer par.close()
-	return t.landIndexed(s.name, par, p, s.g)
+	dir, name := splitPath(p)
+	if t.putDir.fd < 0 || t.putDir.path != dir {
+		t.forgetPutDir()
+		fd, err := openDirBeneath(t.s.rootfd, dir)
+		if err != nil {
+			return err
+		}
+		t.putDir = putDir{path: dir, fd: fd}
+	}
+	if err := t.landIndexed(s.name, parent{fd: t.putDir.fd, name: name}, p, s.g); err != nil {
+		return err
+	}
+	s.landed = true
+	return nil
 }
 
 // finish lands a written temp file at p: meta (mtime last), fsync, rename

@@ -43,6 +43,50 @@ func TestStaged(t *testing.T) {
 	checkNoTemps(t, tc)
 }
 
+// TestStagedAfterDirRename: PutStaged keeps its directory open across
+// consecutive puts; an op between them that moves that directory must make
+// the next put resolve its path again, not land in the moved directory.
+func TestStagedAfterDirRename(t *testing.T) {
+	tc := newTestCase(t)
+	tc.batch(func(txn *Txn) error {
+		var st []*Staged
+		for _, c := range []string{"first", "second"} {
+			s, err := tc.s.Stage(Meta{Mode: 0o600}, fill(c))
+			if err != nil {
+				return err
+			}
+			st = append(st, s)
+		}
+		if err := tc.s.SyncStaged(); err != nil {
+			return err
+		}
+		defer tc.s.DropStaged(st)
+		if err := txn.Mkdir("a", Meta{Mode: 0o755}); err != nil {
+			return err
+		}
+		if err := txn.PutStaged("a/m1", st[0]); err != nil {
+			return err
+		}
+		if err := txn.Rename("a", "b", 0); err != nil {
+			return err
+		}
+		if err := txn.Mkdir("a", Meta{Mode: 0o755}); err != nil {
+			return err
+		}
+		return txn.PutStaged("a/m2", st[1])
+	})
+	if got := tc.read("b/m1"); got != "first" {
+		t.Errorf("b/m1 = %q, want first", got)
+	}
+	if got := tc.read("a/m2"); got != "second" {
+		t.Errorf("a/m2 = %q, want second", got)
+	}
+	if _, err := os.Lstat(tc.path("b/m2")); err == nil {
+		t.Errorf("b/m2 exists: the second put landed in the renamed directory")
+	}
+	checkNoTemps(t, tc)
+}
+
 // fill is a Stage content producer writing s.
 func fill(s string) func(io.Writer) error {
 	return func(w io.Writer) error {

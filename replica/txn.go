@@ -27,6 +27,18 @@ type Txn struct {
 	err     error          // sticky: a failed early fsync fails Commit
 	dirs    map[fileID]int // touched directories, fsynced at Commit
 	files   map[fileID]int // files written in place, fsynced at Commit
+	putDir  putDir         // kept open across consecutive PutStaged
+}
+
+// putDir is the directory the last PutStaged landed in, kept open while
+// only PutStaged calls follow: a seed lands thousands of files in a few
+// hundred directories, and resolving each one's path beneath the root
+// again cost more than the rename. A PutStaged is a rename of a file and
+// never removes or moves a directory, so between two of them a path keeps
+// naming the same directory; every other op may not, and forgets it.
+type putDir struct {
+	path string
+	fd   int // -1: none
 }
 
 // Begin starts applying batch seq from source (a master's channel
@@ -50,7 +62,7 @@ func (s *Store) Begin(source string, seq uint64) (*Txn, error) {
 		return nil, opErr(op, "", fmt.Errorf("%w (applied up to %d)", ErrAlreadyApplied, applied))
 	}
 	inflight, interrupted := s.Interrupted(source)
-	t := &Txn{s: s, source: source, seq: seq, replay: interrupted && inflight == seq,
+	t := &Txn{s: s, source: source, seq: seq, replay: interrupted && inflight == seq, putDir: putDir{fd: -1},
 		dirs: map[fileID]int{}, files: map[fileID]int{}}
 	if !t.replay {
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -77,12 +89,25 @@ func (t *Txn) Seq() uint64 { return t.seq }
 
 func (t *Txn) ix() index { return index{t.tx} }
 
-// check is called first by every op.
+// check is called first by every op but PutStaged.
 func (t *Txn) check() error {
+	t.forgetPutDir()
+	return t.live()
+}
+
+// live reports whether ops may still run.
+func (t *Txn) live() error {
 	if t.done {
 		return ErrTxnDone
 	}
 	return t.err
+}
+
+func (t *Txn) forgetPutDir() {
+	if t.putDir.fd >= 0 {
+		unix.Close(t.putDir.fd)
+	}
+	t.putDir = putDir{fd: -1}
 }
 
 // touchDir remembers a directory whose entries changed, to fsync it at
@@ -179,6 +204,7 @@ func (t *Txn) Commit() error {
 	}
 	t.done = true
 	defer t.s.txnMu.Unlock()
+	t.forgetPutDir()
 	if err := t.syncHeld(); err != nil {
 		t.tx.Rollback()
 		return opErr(op, "", err)
@@ -208,6 +234,7 @@ func (t *Txn) Abort() {
 	}
 	t.done = true
 	defer t.s.txnMu.Unlock()
+	t.forgetPutDir()
 	t.closeHeld()
 	t.tx.Rollback()
 	if t.changed {
