@@ -117,28 +117,9 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	var wireBytes atomic.Int64
 	cc := o.Client
 	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes} }
-	// Two connections: the manifest streams on one while batches go on
-	// the other, so that neither side holds a whole manifest.
-	mconn, err := wire.Dial(ctx, cc)
-	if err != nil {
-		return nil, err
-	}
-	defer mconn.Close()
-	var bconn *wire.Conn
-	if !o.DryRun {
-		if bconn, err = wire.Dial(ctx, cc); err != nil {
-			return nil, err
-		}
-	}
 	paths := slices.Clone(o.Paths)
 	slices.SortFunc(paths, wire.ComparePaths)
-	if err := mconn.Send(&wire.ManifestRequest{Paths: paths}); err != nil {
-		return nil, err
-	}
-	if err := mconn.Flush(); err != nil {
-		return nil, err
-	}
-	rs := &resyncer{o: o, report: &ResyncReport{}, bconn: bconn,
+	rs := &resyncer{o: o, report: &ResyncReport{},
 		dial:    func() (*wire.Conn, error) { return wire.Dial(ctx, cc) },
 		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
@@ -152,9 +133,41 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	}()
 	// stop tells the walk and the manifest reader that the merge is over
 	// (an error ended it early): they stop instead of blocking on a full
-	// channel with directories open.
+	// channel with directories open. Resync returns only once the walk
+	// has, so it leaves no directory open behind it.
 	stop := make(chan struct{})
-	defer close(stop)
+	localCh := make(chan []local, 16)
+	localErr := make(chan error, 1)
+	walkDone := make(chan struct{})
+	defer func() { close(stop); <-walkDone }()
+	// The walk starts before the connections: it reads and hashes the
+	// first directories while TLS and the login (a bcrypt on the replica)
+	// take their round trips.
+	go func() {
+		defer close(walkDone)
+		defer close(localCh)
+		out := batcher[local]{ch: localCh, stop: stop}
+		defer out.flush()
+		localErr <- rs.walkLocal(o.Backing, paths, &out)
+	}()
+	// Two connections: the manifest streams on one while batches go on
+	// the other, so that neither side holds a whole manifest.
+	mconn, err := wire.Dial(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	defer mconn.Close()
+	if !o.DryRun {
+		if rs.bconn, err = rs.dial(); err != nil {
+			return nil, err
+		}
+	}
+	if err := mconn.Send(&wire.ManifestRequest{Paths: paths}); err != nil {
+		return nil, err
+	}
+	if err := mconn.Flush(); err != nil {
+		return nil, err
+	}
 	remoteCh := make(chan []*wire.ManifestEntry, 16)
 	remoteErr := make(chan error, 1)
 	go func() {
@@ -181,14 +194,6 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 				return
 			}
 		}
-	}()
-	localCh := make(chan []local, 16)
-	localErr := make(chan error, 1)
-	go func() {
-		defer close(localCh)
-		out := batcher[local]{ch: localCh, stop: stop}
-		defer out.flush()
-		localErr <- rs.walkLocal(o.Backing, paths, &out)
 	}()
 	locals, remote := &unbatcher[local]{ch: localCh}, &unbatcher[*wire.ManifestEntry]{ch: remoteCh}
 	err = rs.merge(ctx, locals, remote)
