@@ -202,12 +202,28 @@ func (c *Cache) Close() error {
 // file of a spool, and the os.File bookkeeping (poller registration, its
 // own fstat) was a third of the cost of opening one.
 func (c *Cache) HashFile(path string, m Mode) (GUID, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	return c.HashAt(unix.AT_FDCWD, path, m)
+}
+
+// HashAt is HashFile for name in the directory open as dirfd.
+func (c *Cache) HashAt(dirfd int, name string, m Mode) (GUID, error) {
+	fd, err := openAt(dirfd, name)
 	if err != nil {
-		return GUID{}, &os.PathError{Op: "open", Path: path, Err: err}
+		return GUID{}, err
 	}
 	defer unix.Close(fd)
-	return c.hashFD(fd, path, m)
+	return c.hashFD(fd, name, m)
+}
+
+// openAt opens name in the directory open as dirfd (unix.AT_FDCWD: name
+// is a path) for hashing: never following a final symlink, never blocking
+// on a fifo put there meanwhile (hashFD then refuses it).
+func openAt(dirfd int, name string) (int, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	return fd, nil
 }
 
 // HashFD is HashFile for an open file; it reads f from offset 0 without

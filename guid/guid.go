@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
+	"math"
 	"strings"
 	"sync"
 
 	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is the hash function a GUID was computed with.
@@ -165,16 +166,28 @@ func Sum(m Mode, r io.Reader) (GUID, int64, error) {
 	return FromHash(m, h), n, nil
 }
 
-// File hashes the file at path.
-func File(m Mode, path string) (GUID, error) {
-	f, err := os.Open(path)
+// File hashes the regular file at path, without the cache.
+func File(m Mode, path string) (GUID, error) { return FileAt(m, unix.AT_FDCWD, path) }
+
+// FileAt hashes the regular file name in the directory open as dirfd,
+// without the cache (a --verify resync). Like HashAt it never follows a
+// final symlink or blocks on a fifo.
+func FileAt(m Mode, dirfd int, name string) (GUID, error) {
+	fd, err := openAt(dirfd, name)
 	if err != nil {
 		return GUID{}, err
 	}
-	defer f.Close()
-	g, _, err := Sum(m, f)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return GUID{}, fmt.Errorf("hash %s: not a regular file", name)
+	}
+	g, _, err := Sum(m, io.NewSectionReader(preader(fd), 0, math.MaxInt64))
 	if err != nil {
-		return GUID{}, fmt.Errorf("hash %s: %w", path, err)
+		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
 	}
 	return g, nil
 }

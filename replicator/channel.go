@@ -223,9 +223,23 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resync after an unclean stop: %w", err)
 	}
+	if err := c.keepVanished(rep); err != nil {
+		return err
+	}
 	c.logger.Info("resync after an unclean stop done", "channel", c.cfg.Name, "subtrees", len(dirs),
 		"different", rep.Different, "deleted", rep.Deleted, "seconds", rep.Seconds)
 	return os.Remove(c.resyncMarker())
+}
+
+// keepVanished makes the objects a resync could not ship, because they
+// were moved or removed after its walk saw them, pending: the event that
+// moved one comes after the resync started, and would otherwise rename on
+// the replica a name it never got ("rename ...: no such file").
+func (c *Channel) keepVanished(rep *ResyncReport) error {
+	if len(rep.vanished) == 0 {
+		return nil
+	}
+	return c.pending.replace(unionPending(c.pending.entries(), rep.vanished))
 }
 
 func (c *Channel) failbackMarker() string {
@@ -253,6 +267,10 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,
 		Quarantine: c.cfg.Client.Epoch, Logger: c.logger})
 	if err != nil {
+		return err
+	}
+	// Before the cursor moves past the events that created them.
+	if err := c.keepVanished(rep); err != nil {
 		return err
 	}
 	if cursor, err := c.log.Cursor(c.cfg.Name); err == nil && start > cursor {

@@ -53,6 +53,8 @@ type ResyncOptions struct {
 	// beforeSend, in tests, runs between a batch's offer and its sending,
 	// with the number of batches then unacknowledged.
 	beforeSend func(seq uint64, unacked int)
+	// beforeResolve, in tests, runs before a batch is read from the spool.
+	beforeResolve func()
 }
 
 // ResyncReport is the summary `spoolsync resync` prints.
@@ -71,6 +73,13 @@ type ResyncReport struct {
 	Differences  []string `json:"differences,omitempty"` // dry run: every difference; else the first 1000
 	Errors       []string `json:"errors,omitempty"`
 	Seconds      float64  `json:"seconds"`
+
+	// vanished are the puts whose object was gone when their batch was
+	// read (moved or removed after the walk saw it). A channel that moves
+	// its cursor past the events the resync stands for keeps them
+	// pending, so that the later event that moved the object ships it
+	// (failback).
+	vanished []pendingEntry
 }
 
 // Remaining reports whether differences are left on the replica.
@@ -268,38 +277,19 @@ func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local
 	return nil
 }
 
-// openBeneath opens a directory of the backing tree without following a
-// symlink anywhere in its path: a user's symlink in the spool must not
-// take the walk out of it.
-func openBeneath(rootfd int, dir string) (int, error) {
-	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(rootfd, dir, &how)
-		switch err {
-		case unix.EAGAIN, unix.EINTR:
-			continue // a concurrent rename; RESOLVE_BENEATH asks to retry
-		case unix.ENOSYS: // before Linux 5.6: only the last component is guarded
-			return unix.Openat(rootfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		}
-		return fd, err
-	}
-}
-
 // detail reads what compare needs of l beyond its stat; l is name in the
 // directory open as dirfd (unix.AT_FDCWD: name is its path). A file's GUID
 // comes from the cache by the walk's stat (no open), else it is hashed;
 // --verify always hashes.
 func (rs *resyncer) detail(l local, dirfd int, name string) local {
-	p := rs.res.abs(l.path)
 	switch kindOf(l.st.Mode) {
 	case wire.KindFile:
 		if rs.o.Verify {
-			l.guid, l.err = guid.File(rs.o.Mode, p)
+			l.guid, l.err = guid.FileAt(rs.o.Mode, dirfd, name)
 		} else if g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); ok {
 			l.guid = g
 		} else {
-			l.guid, l.err = rs.o.Cache.HashFile(p, rs.o.Mode)
+			l.guid, l.err = rs.o.Cache.HashAt(dirfd, name, rs.o.Mode)
 		}
 	case wire.KindSymlink:
 		l.target, l.err = walk.Readlink(dirfd, name)
@@ -778,10 +768,14 @@ const maxResends = 3
 // most one other batch unacknowledged; with final it waits for all.
 func (rs *resyncer) ship(steps []step, extra []shipOp, final bool) error {
 	if len(steps) > 0 || len(extra) > 0 {
-		ops, _, err := rs.res.resolve(steps)
+		if rs.o.beforeResolve != nil {
+			rs.o.beforeResolve()
+		}
+		ops, vanished, err := rs.res.resolve(steps)
 		if err != nil {
 			return err
 		}
+		rs.report.vanished = append(rs.report.vanished, vanished...)
 		ops = append(ops, extra...)
 		b := &inflight{seq: rs.seq + 1, steps: steps, extra: extra, ops: ops, watch: rs.watch}
 		pending, err := sendOffer(rs.bconn, ops, b.seq, false)
@@ -902,13 +896,14 @@ func (rs *resyncer) resendInline() error {
 	rs.inflight = nil
 	for i, b := range unacked {
 		closeFiles(b.ops)
-		ops, _, err := rs.res.resolve(b.steps)
+		ops, vanished, err := rs.res.resolve(b.steps)
 		if err != nil {
 			for _, rest := range unacked[i+1:] {
 				closeFiles(rest.ops)
 			}
 			return err
 		}
+		rs.report.vanished = append(rs.report.vanished, vanished...)
 		b.ops, b.st = append(ops, b.extra...), batchStats{}
 		rs.inflight = append(rs.inflight, b)
 		if err := sendBatch(c, b.seq, rs.channel, b.ops, &b.st); err != nil {

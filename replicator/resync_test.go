@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,6 +71,39 @@ func TestResyncResendsWhenOfferedContentGoes(t *testing.T) {
 
 // newResyncTest makes an empty spool and replica root, serves the replica
 // on loopback until the test ends, and returns the options of a resync
+// TestResyncReportsVanished: a message the walk saw is moved before its
+// batch is read (a deliverer's rename from tmp/ to new/). The resync
+// cannot ship it and reports it, so that a channel moving its cursor past
+// the events the resync stands for keeps it pending; the rename's event
+// then ships it at its new name (TestPlan: pending, then rename).
+func TestResyncReportsVanished(t *testing.T) {
+	spool, root, opts := newResyncTest(t)
+	for _, d := range []string{"tmp", "new"} {
+		if err := os.Mkdir(filepath.Join(spool, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(spool, "tmp", "m"), []byte("Subject: x\n\nbody\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.beforeResolve = func() {
+		os.Rename(filepath.Join(spool, "tmp", "m"), filepath.Join(spool, "new", "m"))
+	}
+	rep, err := Resync(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	if len(rep.vanished) != 1 || rep.vanished[0].Path != "tmp/m" || rep.vanished[0].ReplicaHas {
+		t.Errorf("vanished = %+v, want tmp/m, not on the replica", rep.vanished)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "tmp", "m")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("replica's tmp/m: %v, want none", err)
+	}
+	if got := plan(rep.vanished, "rename tmp/m new/m"); !slices.Contains(got, "put new/m") {
+		t.Errorf("plan after the resync = %q, want it to put new/m", got)
+	}
+}
+
 // between them (with --delete).
 func newResyncTest(t *testing.T) (spool, root string, opts ResyncOptions) {
 	t.Helper()

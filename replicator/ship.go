@@ -1,13 +1,11 @@
 package replicator
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -61,6 +59,11 @@ func (r *resolver) abs(p string) string { return filepath.Join(r.backing, p) }
 // carry them) and reported as pending when their content never reached the
 // replica.
 func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
+	t, err := openTree(r.backing)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer t.close()
 	var ops []shipOp
 	var pending []pendingEntry
 	for _, s := range steps {
@@ -72,8 +75,9 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		}
 		switch s.kind {
 		case stepPut:
-			op, err := r.put(s)
+			op, err := r.put(t, s)
 			if err != nil {
+				closeFiles(ops)
 				return nil, nil, err
 			}
 			if op.vanish {
@@ -83,12 +87,9 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				continue
 			}
 			ops = append(ops, op)
-			ops = append(ops, r.xattrs(s.path, s.src)...)
+			ops = append(ops, setXattrs(s.path, t.xattrs(s.src))...)
 		case stepWrite:
-			op, ok, err := r.write(s)
-			if err != nil {
-				return nil, nil, err
-			}
+			op, ok := r.write(t, s)
 			if !ok {
 				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, Ranges: s.ranges})
 				continue
@@ -96,7 +97,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			ops = append(ops, op)
 		case stepMkdir:
 			m := &wire.Mkdir{Path: s.path, Mode: 0o755}
-			if st, err := r.lstat(s.src); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if st, err := t.lstat(s.src); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 				m.Mode, m.UID, m.GID, m.Mtime = st.Mode&07777, st.Uid, st.Gid, mtime(st)
 			}
 			ops = append(ops, shipOp{msg: m})
@@ -111,7 +112,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		case stepLink:
 			ops = append(ops, shipOp{msg: &wire.Link{Existing: s.path, New: s.path2}})
 		case stepAttrs:
-			st, err := r.lstat(s.path)
+			st, err := t.lstat(s.path)
 			if err != nil {
 				continue // gone: a later event removes it on the replica too
 			}
@@ -122,7 +123,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			ops = append(ops, shipOp{msg: &wire.SetAttr{Path: s.path, Mask: mask, Mode: st.Mode & 07777,
 				UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}})
 			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-				ops = append(ops, r.xattrs(s.path, s.path)...)
+				ops = append(ops, setXattrs(s.path, t.xattrs(s.path))...)
 			}
 		}
 	}
@@ -136,29 +137,18 @@ func reservedPath(p string) bool {
 	return fence.Reserved(top)
 }
 
-func (r *resolver) lstat(p string) (*unix.Stat_t, error) {
-	var st unix.Stat_t
-	if p == "" {
-		return nil, os.ErrNotExist
-	}
-	if err := unix.Lstat(r.abs(p), &st); err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
 func mtime(st *unix.Stat_t) int64 { return st.Mtim.Nano() }
 
 // put resolves a whole-object step: a file (by GUID when the replica has
 // the content), a symlink or a fifo.
-func (r *resolver) put(s step) (shipOp, error) {
-	st, err := r.lstat(s.src)
+func (r *resolver) put(t *tree, s step) (shipOp, error) {
+	st, err := t.lstat(s.src)
 	if err != nil {
 		return shipOp{vanish: true}, nil
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		f, st, ok := r.open(s.src)
+		f, st, ok := t.open(s.src)
 		if !ok {
 			return shipOp{vanish: true}, nil
 		}
@@ -176,7 +166,7 @@ func (r *resolver) put(s step) (shipOp, error) {
 		}
 		return op, nil
 	case unix.S_IFLNK:
-		target, err := os.Readlink(r.abs(s.src))
+		target, err := t.readlink(s.src)
 		if err != nil {
 			return shipOp{vanish: true}, nil
 		}
@@ -193,10 +183,10 @@ func (r *resolver) put(s step) (shipOp, error) {
 
 // write resolves the changed ranges of a file the replica has; ok is false
 // when the file is gone (its later events carry it).
-func (r *resolver) write(s step) (shipOp, bool, error) {
-	f, st, ok := r.open(s.path)
+func (r *resolver) write(t *tree, s step) (shipOp, bool) {
+	f, st, ok := t.open(s.path)
 	if !ok {
-		return shipOp{}, false, nil
+		return shipOp{}, false
 	}
 	size := uint64(st.Size)
 	var ranges []wire.Range
@@ -209,25 +199,7 @@ func (r *resolver) write(s step) (shipOp, bool, error) {
 		ranges = append(ranges, wire.Range{Off: rg.Off, Len: l})
 		n += int64(l)
 	}
-	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}, true, nil
-}
-
-// open opens the regular file at p without following a symlink; ok is
-// false when there is no regular file there now.
-func (r *resolver) open(p string) (*os.File, *unix.Stat_t, bool) {
-	f, err := os.OpenFile(r.abs(p), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
-	if errors.Is(err, syscall.EPERM) { // O_NOATIME on a file we do not own
-		f, err = os.OpenFile(r.abs(p), os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	}
-	if err != nil {
-		return nil, nil, false
-	}
-	var st unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, nil, false
-	}
-	return f, &st, true
+	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}, true
 }
 
 // closeFiles releases the content files of ops.
@@ -240,23 +212,15 @@ func closeFiles(ops []shipOp) {
 	}
 }
 
-// xattrs lists the extended attributes of src as SetXattr operations on
-// path. Attributes the replica has beyond these are not removed here:
-// removals travel as their own events.
-func (r *resolver) xattrs(path, src string) []shipOp {
+// setXattrs turns extended attributes into SetXattr operations on path.
+// Attributes the replica has beyond these are not removed here: removals
+// travel as their own events.
+func setXattrs(path string, attrs []wire.Xattr) []shipOp {
 	var ops []shipOp
-	for _, x := range readXattrs(r.abs(src)) {
+	for _, x := range attrs {
 		ops = append(ops, shipOp{msg: &wire.SetXattr{Path: path, Name: x.Name, Value: x.Value}})
 	}
 	return ops
-}
-
-// readXattrs returns the extended attributes of p (not following a final
-// symlink), sorted by name; none when they cannot be read (the file is
-// gone, or the filesystem has none).
-func readXattrs(p string) []wire.Xattr {
-	attrs, _ := xattr.Read(unix.AT_FDCWD, p)
-	return wireXattrs(attrs)
 }
 
 func wireXattrs(attrs []xattr.Attr) []wire.Xattr {
