@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,30 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	return os.Remove(c.resyncMarker())
 }
 
+// healMissing handles a batch the replica refused because an op names an
+// object it does not have (a rename's source, a file to write or change):
+// it lost it (an administrator, a disk, a resync --delete that raced the
+// delivery), or never got it. Retrying the same batch would fail forever;
+// instead the object becomes pending as one the replica lacks, so the next
+// plan sends it whole from the master, at whatever name the batch's events
+// give it, and drops the op that needed the old copy.
+func (c *Channel) healMissing(err error) error {
+	var pe *wire.ProtoError
+	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeMissing || wire.ValidPath(pe.Path) != nil {
+		return nil
+	}
+	list := c.pending.entries()
+	for _, e := range list {
+		if e.Path == pe.Path && !e.ReplicaHas {
+			return nil // already sent whole, and still missing: report the error as it is
+		}
+	}
+	c.logger.Warn("the replica lacks a file the batch changes; sending it whole from the master",
+		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
+	list = slices.DeleteFunc(slices.Clone(list), func(e pendingEntry) bool { return e.Path == pe.Path })
+	return c.pending.replace(append(list, pendingEntry{Path: pe.Path}))
+}
+
 // keepVanished makes the objects a resync could not ship, because they
 // were moved or removed after its walk saw them, pending: the event that
 // moved one comes after the resync started, and would otherwise rename on
@@ -346,6 +371,9 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 			// the batch (removed earlier in the same batch): send it all
 			// inline next time rather than fail the same way forever.
 			c.inlineNext = errors.Is(err, wire.ErrLackingGUID)
+			if herr := c.healMissing(err); herr != nil {
+				return herr
+			}
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
 		c.inlineNext = false

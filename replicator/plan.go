@@ -102,6 +102,9 @@ func newPlanner(pending []pendingEntry) *planner {
 		l.sized = e.ReplicaHas
 		if l.created {
 			p.placePut(l, e.Path)
+			// Putting it changes its directory on the replica (after a
+			// heal, nothing else in the batch may): set its times again.
+			p.dirs[parent(e.Path)] = true
 		}
 	}
 	return p

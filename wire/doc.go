@@ -243,9 +243,14 @@
 // Errors. An Error frame is always its sender's last frame: it closes the
 // connection after it. code is one of the Code constants (protocol 1, auth
 // 2, notadmin 3, fenced 4, badpath 5, toolarge 6, lacking-guid 7, apply 8,
-// tls 9, version 10, shutdown 11, internal 12; a receiver treats unknown
-// codes like internal); seq and path name the batch and path concerned, or
-// are 0 and "". A receiver that finds a violation — malformed frame, limit
+// tls 9, version 10, shutdown 11, internal 12, missing 13; a receiver
+// treats unknown codes like internal); seq and path name the batch and
+// path concerned, or are 0 and "". missing fails a batch whose op (a
+// rename's source, a link's target, ranges or attributes to change) names
+// an object the replica does not have, though the directory that should
+// hold it exists: the replica lost it, or never got it. The client then
+// sends that object whole from its own tree instead of the op that needed
+// it, and the replica heals instead of refusing the batch forever. A receiver that finds a violation — malformed frame, limit
 // exceeded, unknown required type, message out of order, invalid path —
 // sends Error and closes. The client then reconnects and resends what was
 // not acked.

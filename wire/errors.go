@@ -24,6 +24,7 @@ const (
 	CodeVersion     Code = 10 // protocol version or magic mismatch
 	CodeShutdown    Code = 11 // the peer is going away; reconnect later
 	CodeInternal    Code = 12 // anything else
+	CodeMissing     Code = 13 // an op names an object the replica does not have (Path)
 )
 
 var codeNames = map[Code]string{
@@ -31,6 +32,7 @@ var codeNames = map[Code]string{
 	CodeFenced: "fenced", CodeBadPath: "badpath", CodeTooLarge: "toolarge",
 	CodeLackingGUID: "lacking-guid", CodeApply: "apply", CodeTLS: "tls",
 	CodeVersion: "version", CodeShutdown: "shutdown", CodeInternal: "internal",
+	CodeMissing: "missing",
 }
 
 func (c Code) String() string {
@@ -86,6 +88,7 @@ var (
 	ErrApply       = &ProtoError{Code: CodeApply}
 	ErrTLS         = &ProtoError{Code: CodeTLS}
 	ErrVersion     = &ProtoError{Code: CodeVersion}
+	ErrMissing     = &ProtoError{Code: CodeMissing}
 )
 
 // ErrClosed is returned by Recv after the peer said Goodbye, and by any

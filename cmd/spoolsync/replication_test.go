@@ -335,6 +335,47 @@ func TestReplicaDiskFull(t *testing.T) {
 	p.waitSyncedSub(t, "user")
 }
 
+// TestReplicaHealsLostFile: the replica loses a message (an administrator,
+// a disk, a resync --delete that raced its delivery) and the master then
+// renames and rewrites it. Those ops name a file the replica does not
+// have: the batch is refused with code missing, the master sends the file
+// whole instead, and replication goes on, rather than failing the same
+// batch forever.
+func TestReplicaHealsLostFile(t *testing.T) {
+	p := newPair(t, "")
+	md := filepath.Join(p.m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	for i, name := range []string{"moved", "flagged", "appended"} {
+		deliver(t, md, name, message(i))
+	}
+	p.waitSynced(t)
+	lose := func(name string) {
+		must(t, os.Remove(filepath.Join(p.r.root, "user", "Maildir", "new", name)))
+	}
+	// One change at a time, each synced: a batch the replica applied in
+	// part and then refused is replayed, and a replay skips ops on files
+	// that are gone (an earlier apply of the batch may have moved them).
+	lose("moved")
+	must(t, os.Rename(filepath.Join(md, "new", "moved"), filepath.Join(md, "cur", "moved:2,S")))
+	p.waitSynced(t)
+	lose("flagged")
+	must(t, os.Chmod(filepath.Join(md, "new", "flagged"), 0o640))
+	p.waitSynced(t)
+	lose("appended")
+	f, err := os.OpenFile(filepath.Join(md, "new", "appended"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteString("X-Appended: yes\r\n")
+	must(t, err)
+	must(t, f.Sync())
+	must(t, f.Close())
+	p.waitSynced(t)
+	deliver(t, md, "after", "mail after the loss")
+	p.waitSynced(t)
+	if !strings.Contains(p.mount.stderr.String(), "sending it whole") {
+		t.Errorf("the mount did not say it healed the replica:\n%s", p.mount.stderr)
+	}
+}
+
 type zeroes struct{}
 
 func (zeroes) Read(b []byte) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"time"
 
 	"spoolsync/guid"
@@ -316,6 +317,9 @@ func (ss *session) applyError(seq uint64, err error) error {
 	var re *replica.Error
 	if errors.As(err, &re) {
 		p = re.Path
+		if p != "" && errors.Is(err, fs.ErrNotExist) && ss.store.Missing(p) {
+			code = wire.CodeMissing
+		}
 	}
 	return &wire.ProtoError{Code: code, Seq: seq, Path: p,
 		Msg: fmt.Sprintf("batch %d not applied: %v", seq, err)}
