@@ -19,10 +19,11 @@
 //     attributes, xattrs and the times of every directory whose entries
 //     changed come last.
 //  3. resolve (ship.go): each step reads the backing directory — never the
-//     mount — for the current state. Files are opened here and held until
-//     sent, so a rename before sending cannot lose them. An object already
-//     gone (renamed or removed by events after this batch) is remembered as
-//     pending, durably, and the next batch starts from it.
+//     mount — for the current state, beneath its root without following a
+//     symlink anywhere in a path (tree.go). Files are opened here and held
+//     until sent, so a rename before sending cannot lose them. An object
+//     already gone (renamed or removed by events after this batch) is
+//     remembered as pending, durably, and the next batch starts from it.
 //  4. offer: the GUIDs of the files to put are offered; content crosses the
 //     wire only for what the replica lacks, once per batch however many
 //     mailboxes it was delivered to; the rest is copied on the replica.
@@ -49,7 +50,12 @@
 //     older epoch (the old master after a failover), is first brought to
 //     the current tree by a whole-tree resync (resync.go) that keeps what
 //     only the replica holds — in its quarantine after a failover — and
-//     the cursor then starts where that resync started.
+//     the cursor then starts where that resync started. What that resync
+//     found gone when it read a batch becomes pending: the events that
+//     moved it come after the cursor.
+//   - A batch refused because an op names an object the replica lacks
+//     (wire code missing) is not sent again as it was: the object becomes
+//     pending as lacking, so the next plan sends it whole (healMissing).
 //
 // Resync (resync.go) is also `spoolsync resync`: the master's walk and the
 // replica's manifest merged in one order, the differences shipped through
