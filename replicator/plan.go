@@ -39,6 +39,14 @@ type step struct {
 	flags  uint32
 	src    string          // stepPut: where to read the object when sending (its final name)
 	ranges []synclog.Range // stepWrite
+	// extra: a resync --delete's removal of what only the replica had
+	// when it compared. It is dropped if the master has the path by the
+	// time the batch is read: the object arrived meanwhile (rolling
+	// replication may have shipped it already), and removing it would
+	// leave the replica without it until it changes again. (A failback's
+	// quarantine is never dropped: what the old master alone held must
+	// leave the live tree.)
+	extra bool
 }
 
 // pendingEntry is an object whose content a batch could not ship because it

@@ -678,7 +678,7 @@ func (rs *resyncer) extraEntry(r *wire.ManifestEntry) {
 	// Removed at the very end: a file only the replica has at this name
 	// may be the copy source of a put by GUID later in the walk (a
 	// message moved to another folder is copied there, not sent).
-	rs.extras = append(rs.extras, step{kind: stepUnlink, path: r.Path})
+	rs.extras = append(rs.extras, step{kind: stepUnlink, path: r.Path, extra: true})
 	if r.Kind == wire.KindDir {
 		rs.extras[len(rs.extras)-1].kind = stepRmdir
 	}

@@ -69,8 +69,6 @@ func TestResyncResendsWhenOfferedContentGoes(t *testing.T) {
 	}
 }
 
-// newResyncTest makes an empty spool and replica root, serves the replica
-// on loopback until the test ends, and returns the options of a resync
 // TestResyncReportsVanished: a message the walk saw is moved before its
 // batch is read (a deliverer's rename from tmp/ to new/). The resync
 // cannot ship it and reports it, so that a channel moving its cursor past
@@ -104,6 +102,45 @@ func TestResyncReportsVanished(t *testing.T) {
 	}
 }
 
+// TestResyncKeepsWhatArrivedMeanwhile: a message reaches the replica
+// (rolling replication) after the walk passed its directory on the master,
+// so the resync finds it only on the replica. It is on the master by the
+// time the removals are read: --delete must leave it, or the replica would
+// lack it until it changes again.
+func TestResyncKeepsWhatArrivedMeanwhile(t *testing.T) {
+	spool, root, opts := newResyncTest(t)
+	msg := []byte("Subject: late\n\ndelivered during the resync\n")
+	for _, tree := range []string{spool, root} {
+		if err := os.Mkdir(filepath.Join(tree, "new"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "new", "late"), msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "new", "stale"), msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.beforeResolve = func() {
+		if _, err := os.Stat(filepath.Join(spool, "new", "late")); err != nil {
+			if err := os.WriteFile(filepath.Join(spool, "new", "late"), msg, 0o600); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if _, err := Resync(t.Context(), opts); err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "new", "late")); err != nil {
+		t.Errorf("the message that arrived meanwhile was removed from the replica: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "new", "stale")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("replica's new/stale: %v; want it removed", err)
+	}
+}
+
+// newResyncTest makes an empty spool and replica root, serves the replica
+// on loopback until the test ends, and returns the options of a resync
 // between them (with --delete).
 func newResyncTest(t *testing.T) (spool, root string, opts ResyncOptions) {
 	t.Helper()

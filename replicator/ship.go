@@ -73,6 +73,11 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		if reservedPath(s.path) || reservedPath(s.path2) {
 			continue // spoolsync's own state in the tree: never replicated
 		}
+		if s.extra {
+			if _, err := t.lstat(s.path); err == nil {
+				continue // on the master now: not an extra any more
+			}
+		}
 		switch s.kind {
 		case stepPut:
 			op, err := r.put(t, s)
