@@ -237,19 +237,16 @@ func (c *Cache) hashFD(fd int, name string, m Mode) (GUID, error) {
 	if m == None {
 		return GUID{}, fmt.Errorf("hash %s: %w", name, ErrNoHash)
 	}
-	var before unix.Stat_t
-	if err := unix.Fstat(fd, &before); err != nil {
-		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
-	}
-	if before.Mode&unix.S_IFMT != unix.S_IFREG {
-		return GUID{}, fmt.Errorf("hash %s: not a regular file", name)
+	before, err := statRegular(fd, name)
+	if err != nil {
+		return GUID{}, err
 	}
 	if g, ok := c.Lookup(&before, m); ok {
 		return g, nil
 	}
-	g, _, err := Sum(m, io.NewSectionReader(preader(fd), 0, math.MaxInt64))
+	g, err := sumFD(fd, name, m)
 	if err != nil {
-		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
+		return GUID{}, err
 	}
 	var after unix.Stat_t
 	if err := unix.Fstat(fd, &after); err != nil {
@@ -259,6 +256,27 @@ func (c *Cache) hashFD(fd int, name string, m Mode) (GUID, error) {
 		if err := c.Store(&after, g); err != nil {
 			return g, err
 		}
+	}
+	return g, nil
+}
+
+// statRegular stats the file open as fd, which must be a regular file.
+func statRegular(fd int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return st, fmt.Errorf("hash %s: %w", name, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return st, fmt.Errorf("hash %s: not a regular file", name)
+	}
+	return st, nil
+}
+
+// sumFD hashes the file open as fd from offset 0, leaving its offset.
+func sumFD(fd int, name string, m Mode) (GUID, error) {
+	g, _, err := Sum(m, io.NewSectionReader(preader(fd), 0, math.MaxInt64))
+	if err != nil {
+		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
 	}
 	return g, nil
 }

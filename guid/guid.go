@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"math"
 	"strings"
 	"sync"
 
@@ -178,16 +177,8 @@ func FileAt(m Mode, dirfd int, name string) (GUID, error) {
 		return GUID{}, err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
+	if _, err := statRegular(fd, name); err != nil {
+		return GUID{}, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return GUID{}, fmt.Errorf("hash %s: not a regular file", name)
-	}
-	g, _, err := Sum(m, io.NewSectionReader(preader(fd), 0, math.MaxInt64))
-	if err != nil {
-		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
-	}
-	return g, nil
+	return sumFD(fd, name, m)
 }
