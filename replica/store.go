@@ -333,8 +333,8 @@ func (s *Store) AppliedSeq(source string) uint64 {
 // Interrupted reports a batch from source that was begun, changed the tree,
 // and was neither committed nor cleanly aborted (the server died, or Abort
 // after ops ran). Its ops may be partly applied. Beginning the same seq again
-// replays it tolerantly (see Begin); the master should also resync the
-// batch's paths, because a few op sequences (Exchange; a rename whose source
+// replays it tolerantly (see Begin); the master then resyncs the batch's
+// directories, because a few op sequences (Exchange; a rename whose source
 // path is re-created later in the same batch) do not replay exactly.
 // Commit of any later batch from source clears it.
 func (s *Store) Interrupted(source string) (seq uint64, ok bool) {

@@ -184,12 +184,51 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err != nil {
 			return shipped, err
 		}
+		replayed := limit != 0
 		limit = 0
 		if err := c.ship(conn, evs); err != nil {
 			return shipped, err
 		}
+		if replayed {
+			// The replica replayed an apply that was cut short. A replay
+			// skips ops on files that are gone (an earlier apply may have
+			// moved them), and a few op sequences do not replay exactly
+			// (replica.Store.Interrupted): resync the directories the
+			// batch touched before the next batch.
+			if err := c.askResync(batchDirs(evs)); err != nil {
+				return shipped, err
+			}
+		}
 		shipped = true
 	}
+}
+
+// askResync has the channel resync these subtrees before its next batch
+// (resyncDirsIfAsked); the request is kept on disk until done.
+func (c *Channel) askResync(dirs []string) error {
+	b, err := json.Marshal(topmost(dirs))
+	if err != nil {
+		return err
+	}
+	if err := durable.WriteFile(c.resyncMarker(), b, 0o600); err != nil {
+		return fmt.Errorf("replicator: %w", err)
+	}
+	return nil
+}
+
+// batchDirs lists the directories holding the paths of evs, in walk
+// order (topmost needs it).
+func batchDirs(evs []*synclog.Event) []string {
+	var dirs []string
+	for _, ev := range evs {
+		for _, p := range []string{ev.Path, ev.Path2} {
+			if p != "" {
+				dirs = append(dirs, parent(p))
+			}
+		}
+	}
+	slices.SortFunc(dirs, wire.ComparePaths)
+	return slices.Compact(dirs)
 }
 
 func (c *Channel) resyncMarker() string {

@@ -53,6 +53,10 @@
 //     the cursor then starts where that resync started. What that resync
 //     found gone when it read a batch becomes pending: the events that
 //     moved it come after the cursor.
+//   - A batch the replica was applying when it died is sent again with
+//     the same events (the replica replays it), and then the directories
+//     it touched are resynced: a replay skips ops on files that are gone,
+//     and a few op sequences do not replay exactly.
 //   - A batch refused because an op names an object the replica lacks
 //     (wire code missing) is not sent again as it was: the object becomes
 //     pending as lacking, so the next plan sends it whole (healMissing).

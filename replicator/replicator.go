@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,13 +95,9 @@ func logID(dir string) (string, error) {
 // a rename or unlink whose event was lost. The request is kept on disk
 // until done. Nil or "." means the whole tree.
 func (r *Replicator) ResyncDirs(dirs []string) error {
-	b, err := json.Marshal(topmost(dirs))
-	if err != nil {
-		return err
-	}
 	for _, c := range r.channels {
-		if err := durable.WriteFile(c.resyncMarker(), b, 0o600); err != nil {
-			return fmt.Errorf("replicator: %w", err)
+		if err := c.askResync(dirs); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"spoolsync/fence"
 	"spoolsync/internal/testenv"
 	"spoolsync/internal/treecmp"
+	"spoolsync/replica"
 	"spoolsync/replicator"
 )
 
@@ -374,6 +375,45 @@ func TestReplicaHealsLostFile(t *testing.T) {
 	if !strings.Contains(p.mount.stderr.String(), "sending it whole") {
 		t.Errorf("the mount did not say it healed the replica:\n%s", p.mount.stderr)
 	}
+}
+
+// TestReplayResyncsItsDirs: the replica dies while it applies a batch; the
+// master sends the batch again and the replica replays it. A replay skips
+// ops on files that are gone (an earlier apply may have moved them), and a
+// few op sequences do not replay exactly, so what the cut-short apply did
+// can stay wrong: here it had removed a message that the replayed batch
+// does not bring back. The master resyncs the directories the batch
+// touched, and the replica has the message again.
+func TestReplayResyncsItsDirs(t *testing.T) {
+	p := newPair(t, "")
+	md := filepath.Join(p.m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	p.waitSynced(t) // the first contact's resync; then rolling batches
+	must(t, os.WriteFile(filepath.Join(md, "tmp", "keep"), []byte(message(1)), 0o600))
+	p.waitSynced(t)
+	p.server.cmd.Process.Kill()
+	<-p.server.done
+
+	// The cut-short apply of the next batch, as the replica left it.
+	id, err := os.ReadFile(filepath.Join(p.m.state, "log", "log-id"))
+	must(t, err)
+	source := "master/default@" + strings.TrimSpace(string(id)) // login/channel@log-id
+	store, err := replica.Open(replica.Options{Root: p.r.root, StateDir: filepath.Join(p.r.state, "replica")})
+	must(t, err)
+	applied := store.AppliedSeq(source)
+	if applied == 0 {
+		t.Fatalf("no batch of %s applied: not the master's channel", source)
+	}
+	txn, err := store.Begin(source, applied+1)
+	must(t, err)
+	must(t, txn.Unlink("user/Maildir/tmp/keep"))
+	txn.Abort()
+	must(t, store.Close())
+
+	// The batch sent again: the master's next event, in the same folder.
+	must(t, os.WriteFile(filepath.Join(md, "tmp", "next"), []byte(message(2)), 0o600))
+	p.server = restartServer(t, p.r, p.addr)
+	p.waitSynced(t)
 }
 
 type zeroes struct{}
