@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,9 @@ type Channel struct {
 
 	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
 	inlineNext bool         // the last batch failed on a put by GUID: no dedup for the next
+	// markerMu orders the resync requests (askResync: the mount's rescan
+	// after an unclean stop, a replayed batch) with their removal.
+	markerMu sync.Mutex
 }
 
 // countingConn counts the bytes written to a connection.
@@ -203,9 +207,26 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	}
 }
 
-// askResync has the channel resync these subtrees before its next batch
-// (resyncDirsIfAsked); the request is kept on disk until done.
+// askResync has the channel resync these subtrees (nil: the whole tree)
+// before its next batch (resyncDirsIfAsked), on top of what was asked
+// before and not yet done; the request is kept on disk until done.
 func (c *Channel) askResync(dirs []string) error {
+	c.markerMu.Lock()
+	defer c.markerMu.Unlock()
+	if dirs != nil {
+		b, err := os.ReadFile(c.resyncMarker())
+		if err == nil {
+			had, whole := decodeResyncMarker(b)
+			if whole {
+				return nil // the whole tree is asked for already
+			}
+			dirs = append(had, dirs...)
+			slices.SortFunc(dirs, wire.ComparePaths)
+			dirs = slices.Compact(dirs)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("replicator: %w", err)
+		}
+	}
 	b, err := json.Marshal(topmost(dirs))
 	if err != nil {
 		return err
@@ -214,6 +235,21 @@ func (c *Channel) askResync(dirs []string) error {
 		return fmt.Errorf("replicator: %w", err)
 	}
 	return nil
+}
+
+// decodeResyncMarker reads a resync request: the subtrees, or whole when
+// it asks for the whole tree (null, or damaged: the whole tree is always
+// right).
+func decodeResyncMarker(b []byte) (dirs []string, whole bool) {
+	if err := json.Unmarshal(b, &dirs); err != nil || len(dirs) == 0 || len(dirs) > wire.MaxManifestPaths {
+		return nil, true
+	}
+	for _, d := range dirs {
+		if wire.ValidPath(d) != nil {
+			return nil, true
+		}
+	}
+	return dirs, false
 }
 
 // batchDirs lists the directories holding the paths of evs, in walk
@@ -238,26 +274,16 @@ func (c *Channel) resyncMarker() string {
 // resyncDirsIfAsked runs the subtree resync ResyncDirs asked for, if any,
 // and forgets the request once it succeeded.
 func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
+	c.markerMu.Lock()
 	b, err := os.ReadFile(c.resyncMarker())
+	c.markerMu.Unlock()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	var dirs []string
-	if err := json.Unmarshal(b, &dirs); err != nil {
-		dirs = nil // damaged: the whole tree, which is always right
-	}
-	for _, d := range dirs {
-		if wire.ValidPath(d) != nil {
-			dirs = nil
-			break
-		}
-	}
-	if len(dirs) > wire.MaxManifestPaths {
-		dirs = nil
-	}
+	dirs, _ := decodeResyncMarker(b)
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Paths: dirs, Delete: true, Client: c.cfg.Client,
 		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger})
 	if err != nil {
@@ -266,9 +292,23 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	if err := c.keepVanished(rep); err != nil {
 		return err
 	}
-	c.logger.Info("resync after an unclean stop done", "channel", c.cfg.Name, "subtrees", len(dirs),
+	c.logger.Info("resync of the directories asked for done", "channel", c.cfg.Name, "subtrees", len(dirs),
 		"different", rep.Different, "deleted", rep.Deleted, "seconds", rep.Seconds)
-	return os.Remove(c.resyncMarker())
+	return c.resyncDone(b)
+}
+
+// resyncDone removes the resync request b, which has been carried out,
+// unless more was asked for meanwhile: that stays for the next round.
+func (c *Channel) resyncDone(b []byte) error {
+	c.markerMu.Lock()
+	defer c.markerMu.Unlock()
+	if now, err := os.ReadFile(c.resyncMarker()); err == nil && !bytes.Equal(now, b) {
+		return nil
+	}
+	if err := os.Remove(c.resyncMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // healMissing handles a batch the replica refused because an op names an

@@ -1,0 +1,59 @@
+package replicator
+
+import (
+	"os"
+	"slices"
+	"testing"
+
+	"spoolsync/replicator/synclog"
+)
+
+// TestAskResyncAddsUp: the mount's rescan after an unclean stop and a
+// replayed batch can both ask for a resync at once (after a power loss of
+// both hosts); neither request may overwrite the other, and a request
+// made while a resync runs survives that resync's end.
+func TestAskResyncAddsUp(t *testing.T) {
+	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	asked := func() ([]string, bool) {
+		b, err := os.ReadFile(c.resyncMarker())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return decodeResyncMarker(b)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.askResync([]string{"u/bob/Maildir/cur", "u/amy/Maildir/new"}))
+	must(c.askResync([]string{"u/amy/Maildir/tmp", "u/bob/Maildir"}))
+	if got, whole := asked(); whole || !slices.Equal(got, []string{"u/amy/Maildir/new", "u/amy/Maildir/tmp", "u/bob/Maildir"}) {
+		t.Errorf("asked = %q (whole %v); want both requests, topmost", got, whole)
+	}
+	// A resync of what was asked runs; more is asked meanwhile.
+	done, err := os.ReadFile(c.resyncMarker())
+	must(err)
+	must(c.askResync([]string{"u/dan/Maildir/cur"}))
+	must(c.resyncDone(done))
+	if got, whole := asked(); whole || !slices.Contains(got, "u/dan/Maildir/cur") {
+		t.Errorf("asked = %q (whole %v) after the resync that ran before; want u/dan's request kept", got, whole)
+	}
+	now, err := os.ReadFile(c.resyncMarker())
+	must(err)
+	must(c.resyncDone(now))
+	if _, err := os.Stat(c.resyncMarker()); !os.IsNotExist(err) {
+		t.Errorf("request left after its resync: %v", err)
+	}
+	must(c.askResync(nil))
+	must(c.askResync([]string{"u/cy"}))
+	if got, whole := asked(); !whole {
+		t.Errorf("asked = %q; want the whole tree to stay asked for", got)
+	}
+}
