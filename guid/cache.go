@@ -196,16 +196,12 @@ func (c *Cache) Close() error {
 	return errors.Join(err, c.db.Close())
 }
 
-// HashFile returns the GUID of the regular file at path, from the cache when
-// none of the key fields changed, else by hashing it. A final symlink is not
-// followed. The file is opened without an *os.File: a resync hashes every
-// file of a spool, and the os.File bookkeeping (poller registration, its
-// own fstat) was a third of the cost of opening one.
-func (c *Cache) HashFile(path string, m Mode) (GUID, error) {
-	return c.HashAt(unix.AT_FDCWD, path, m)
-}
-
-// HashAt is HashFile for name in the directory open as dirfd.
+// HashAt returns the GUID of the regular file name in the directory open
+// as dirfd (unix.AT_FDCWD: name is a path), from the cache when none of the
+// key fields changed, else by hashing it. A final symlink is not followed.
+// The file is opened without an *os.File: a resync hashes every file of a
+// spool, and the os.File bookkeeping (poller registration, its own fstat)
+// was a third of the cost of opening one.
 func (c *Cache) HashAt(dirfd int, name string, m Mode) (GUID, error) {
 	fd, err := openAt(dirfd, name)
 	if err != nil {
@@ -226,7 +222,7 @@ func openAt(dirfd int, name string) (int, error) {
 	return fd, nil
 }
 
-// HashFD is HashFile for an open file; it reads f from offset 0 without
+// HashFD is HashAt for an open file; it reads f from offset 0 without
 // moving its file offset. The result is cached only when the file did not
 // change while it was being hashed.
 func (c *Cache) HashFD(f *os.File, m Mode) (GUID, error) {

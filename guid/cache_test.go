@@ -39,14 +39,14 @@ func TestCacheHit(t *testing.T) {
 	if err := c.Store(lstat(t, p), fake); err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.HashFile(p, SHA256)
+	got, err := c.HashAt(unix.AT_FDCWD, p, SHA256)
 	if err != nil || got != fake {
-		t.Fatalf("HashFile = %v, %v; want cached %v", got, err, fake)
+		t.Fatalf("HashAt = %v, %v; want cached %v", got, err, fake)
 	}
 	// Other modes are separate entries.
-	b3, _ := File(BLAKE3, p)
-	if got, _ := c.HashFile(p, BLAKE3); got != b3 {
-		t.Fatalf("HashFile(blake3) = %v; want %v", got, b3)
+	b3, _ := FileAt(BLAKE3, unix.AT_FDCWD, p)
+	if got, _ := c.HashAt(unix.AT_FDCWD, p, BLAKE3); got != b3 {
+		t.Fatalf("HashAt(blake3) = %v; want %v", got, b3)
 	}
 }
 
@@ -56,7 +56,7 @@ func TestCacheCtimeInvalidates(t *testing.T) {
 	c, dir := openTestCache(t)
 	p := filepath.Join(dir, "m")
 	os.WriteFile(p, []byte("AAAA"), 0o600)
-	first, err := c.HashFile(p, SHA256)
+	first, err := c.HashAt(unix.AT_FDCWD, p, SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +75,11 @@ func TestCacheCtimeInvalidates(t *testing.T) {
 	if now.Size != st.Size || now.Mtim != st.Mtim || now.Ino != st.Ino {
 		t.Fatal("test setup: size, mtime or inode changed")
 	}
-	second, err := c.HashFile(p, SHA256)
+	second, err := c.HashAt(unix.AT_FDCWD, p, SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := File(SHA256, p)
+	want, _ := FileAt(SHA256, unix.AT_FDCWD, p)
 	if second == first || second != want {
 		t.Fatalf("after rewrite: got %v, want %v (first was %v)", second, want, first)
 	}
@@ -133,12 +133,12 @@ func TestCacheBoundedFlush(t *testing.T) {
 	}
 }
 
-func TestHashFileNoFollow(t *testing.T) {
+func TestHashAtNoFollow(t *testing.T) {
 	c, dir := openTestCache(t)
 	os.WriteFile(filepath.Join(dir, "real"), []byte("x"), 0o600)
 	os.Symlink("real", filepath.Join(dir, "link"))
-	if _, err := c.HashFile(filepath.Join(dir, "link"), SHA256); err == nil {
-		t.Fatal("HashFile followed a symlink")
+	if _, err := c.HashAt(unix.AT_FDCWD, filepath.Join(dir, "link"), SHA256); err == nil {
+		t.Fatal("HashAt followed a symlink")
 	}
 }
 

@@ -165,11 +165,8 @@ func Sum(m Mode, r io.Reader) (GUID, int64, error) {
 	return FromHash(m, h), n, nil
 }
 
-// File hashes the regular file at path, without the cache.
-func File(m Mode, path string) (GUID, error) { return FileAt(m, unix.AT_FDCWD, path) }
-
-// FileAt hashes the regular file name in the directory open as dirfd,
-// without the cache (a --verify resync). Like HashAt it never follows a
+// FileAt hashes the regular file name in the directory open as dirfd
+// (unix.AT_FDCWD: name is a path), without the cache (a --verify resync). Like HashAt it never follows a
 // final symlink or blocks on a fifo.
 func FileAt(m Mode, dirfd int, name string) (GUID, error) {
 	fd, err := openAt(dirfd, name)
