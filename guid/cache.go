@@ -1,6 +1,7 @@
 package guid
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -175,6 +176,9 @@ func (c *Cache) Flush() error {
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(cacheBucket)
 		for k, g := range batch {
+			if err := pruneInode(b, k); err != nil {
+				return err
+			}
 			if err := b.Put(k[:], g.Bytes()); err != nil {
 				return err
 			}
@@ -183,6 +187,32 @@ func (c *Cache) Flush() error {
 	})
 	if err != nil {
 		return fmt.Errorf("guid cache %s: flush: %w", c.db.Path(), err)
+	}
+	return nil
+}
+
+// pruneInode deletes the entries of the inode in k, (dev, ino), whose
+// change stamps (size, mtime, ctime) differ from k's: they describe a state
+// the inode is no longer in, an earlier content of the file or a deleted
+// file whose inode number has been reused, and can never be looked up
+// again. Entries for the same state in another mode stay (two GUID modes in
+// use would otherwise evict each other). This is what bounds the cache by
+// the inodes a filesystem has in use at once rather than by every file it
+// ever held: a spool's deleted mail frees inode numbers that new mail gets.
+func pruneInode(b *bolt.Bucket, k cacheKey) error {
+	var stale [][]byte
+	cur := b.Cursor()
+	for ck, _ := cur.Seek(k[:16]); ck != nil && bytes.HasPrefix(ck, k[:16]); ck, _ = cur.Next() {
+		if !bytes.Equal(ck[16:40], k[16:40]) {
+			// Copied: a key is only valid until the transaction changes,
+			// and a cursor's Delete mid-iteration can skip the next key.
+			stale = append(stale, bytes.Clone(ck))
+		}
+	}
+	for _, sk := range stale {
+		if err := b.Delete(sk); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -200,5 +201,97 @@ func TestCacheSharedReader(t *testing.T) {
 	c.readerMu.Unlock()
 	if uses > maxReaderUses {
 		t.Errorf("one read transaction served %d lookups, more than %d", uses, maxReaderUses)
+	}
+}
+
+// TestCachePrunesOldStates: writing an entry removes the entries of the same
+// inode in other states (an earlier content, or a deleted file whose inode
+// number was reused), keeps the same state in another mode, and leaves other
+// inodes alone — so the cache does not grow with every file ever seen.
+func TestCachePrunesOldStates(t *testing.T) {
+	c, _ := openTestCache(t)
+	stat := func(dev, ino uint64, mtime int64) *unix.Stat_t {
+		return &unix.Stat_t{Dev: dev, Ino: ino, Size: 100, Mode: unix.S_IFREG | 0o600,
+			Mtim: unix.NsecToTimespec(mtime), Ctim: unix.NsecToTimespec(mtime)}
+	}
+	sum := func(m Mode, b byte) GUID { g := GUID{Mode: m}; g.Sum[0] = b; return g }
+	store := func(st *unix.Stat_t, g GUID) {
+		t.Helper()
+		if err := c.Store(st, g); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, neighbour, otherDev := stat(1, 42, 1000), stat(1, 43, 1000), stat(2, 42, 1000)
+	store(old, sum(SHA256, 1))
+	store(old, sum(BLAKE3, 2))
+	store(neighbour, sum(SHA256, 3))
+	store(otherDev, sum(SHA256, 4))
+	if n := countEntries(t, c); n != 4 {
+		t.Fatalf("%d entries before the rewrite; want 4", n)
+	}
+
+	now := stat(1, 42, 2000) // the same inode, rewritten
+	store(now, sum(SHA256, 5))
+	if _, ok := c.Lookup(old, SHA256); ok {
+		t.Error("the old state's sha256 entry survived the rewrite")
+	}
+	if _, ok := c.Lookup(old, BLAKE3); ok {
+		t.Error("the old state's blake3 entry survived the rewrite")
+	}
+	for _, st := range []*unix.Stat_t{now, neighbour, otherDev} {
+		if _, ok := c.Lookup(st, SHA256); !ok {
+			t.Errorf("entry of dev %d ino %d mtime %d lost", st.Dev, st.Ino, st.Mtim.Nano())
+		}
+	}
+	store(now, sum(BLAKE3, 6)) // the same state in another mode is kept
+	if _, ok := c.Lookup(now, SHA256); !ok {
+		t.Error("storing the blake3 GUID removed the sha256 one of the same state")
+	}
+	if n := countEntries(t, c); n != 4 {
+		t.Fatalf("%d entries after the rewrite; want 4 (now ×2 modes, neighbour, other dev)", n)
+	}
+
+	// Two states of one inode in one flushed batch leave one of them.
+	c.Store(stat(1, 50, 1), sum(SHA256, 7))
+	c.Store(stat(1, 50, 2), sum(SHA256, 8))
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countEntries(t, c); n != 5 {
+		t.Fatalf("%d entries after one batch with two states of an inode; want 5", n)
+	}
+}
+
+func countEntries(t *testing.T, c *Cache) int {
+	t.Helper()
+	n := 0
+	if err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(cacheBucket).ForEach(func(k, v []byte) error { n++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkCacheStore is the cost of recording a new file's GUID, flushes
+// included (what a seed pays per file on each side).
+func BenchmarkCacheStore(b *testing.B) {
+	c, err := OpenCache(filepath.Join(b.TempDir(), "cache.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	g := GUID{Mode: SHA256}
+	for i := 0; b.Loop(); i++ {
+		st := unix.Stat_t{Dev: 1, Ino: uint64(i)*7919%1000003 + 1, Size: 100, Mode: unix.S_IFREG | 0o600}
+		if err := c.Store(&st, g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		b.Fatal(err)
 	}
 }

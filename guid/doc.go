@@ -34,5 +34,12 @@
 // New entries are buffered in memory (at most flushAt of them) and written in
 // one bbolt transaction, so the in-memory footprint is bounded and hashing a
 // large tree does not cost one fsync per file. Losing unflushed entries only
-// costs re-hashing. Entries of files that no longer exist are not pruned.
+// costs re-hashing.
+//
+// Writing an entry deletes the entries of the same (dev, ino) with other
+// change stamps: they belong to an earlier content of the file, or to a
+// deleted file whose inode number was reused, and can never match again. So
+// the cache holds about one entry per inode number the filesystem has had in
+// use at the same time, not one per file it ever held. Entries of a deleted
+// file whose inode number is never reused stay until it is.
 package guid
