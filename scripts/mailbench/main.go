@@ -5,6 +5,11 @@
 //	                               unlink half; prints one JSON line of rates
 //	mailbench loopback BACKING MNT mount go-fuse's stock loopback (the
 //	                               baseline) until SIGTERM
+//	mailbench rtt FILE N           time N getxattr calls of an attribute FILE
+//	                               does not have; on a FUSE mount each is
+//	                               exactly one round trip to the daemon (the
+//	                               kernel caches no xattrs), so this is the
+//	                               bare request latency; prints percentiles
 package main
 
 import (
@@ -14,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -42,6 +48,12 @@ func main() {
 			usage()
 		}
 		err = loopback(os.Args[2], os.Args[3])
+	case "rtt":
+		if len(os.Args) != 4 {
+			usage()
+		}
+		n, _ := strconv.Atoi(os.Args[3])
+		err = roundTrips(os.Args[2], n)
 	default:
 		usage()
 	}
@@ -52,7 +64,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: mailbench run DIR N WORKERS | mailbench loopback BACKING MNT")
+	fmt.Fprintln(os.Stderr, "usage: mailbench run DIR N WORKERS | mailbench loopback BACKING MNT | mailbench rtt FILE N")
 	os.Exit(2)
 }
 
@@ -181,4 +193,31 @@ func loopback(backing, mnt string) error {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	return server.Unmount()
+}
+
+// roundTrips prints the mean, median, 90th and 99th percentile of n
+// getxattr calls on file, in microseconds, as one JSON line.
+func roundTrips(file string, n int) error {
+	if n < 1 {
+		return fmt.Errorf("rtt: N must be at least 1")
+	}
+	lat := make([]time.Duration, n)
+	buf := make([]byte, 64)
+	for i := range lat {
+		start := time.Now()
+		_, err := syscall.Getxattr(file, "user.mailbench-absent", buf)
+		lat[i] = time.Since(start)
+		if err != syscall.ENODATA {
+			return fmt.Errorf("rtt: getxattr %s: want ENODATA, got %v", file, err)
+		}
+	}
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	slices.Sort(lat)
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	at := func(q float64) float64 { return us(lat[int(q*float64(n-1))]) }
+	return json.NewEncoder(os.Stdout).Encode(map[string]float64{
+		"mean_us": us(sum / time.Duration(n)), "p50_us": at(0.5), "p90_us": at(0.9), "p99_us": at(0.99)})
 }
