@@ -21,12 +21,23 @@ type Log interface {
 	LastSeq() uint64
 }
 
+// ReplicaWaiter is what fsync waits on in sync_mode sync;
+// *replicator.Replicator implements it.
+type ReplicaWaiter interface {
+	// WaitReplicated returns once every event up to seq is durable on the
+	// replicas, or once it has stopped waiting for a replica that does not
+	// answer (and said so in the log). It never fails an fsync: the events
+	// are durable in the log either way.
+	WaitReplicated(seq uint64)
+}
+
 // capture turns successful operations into events. One per mount.
 type capture struct {
 	log         Log
 	logger      *slog.Logger
-	passthrough bool        // read-only opens may use kernel passthrough
-	shared      flushSharer // non-nil: the backing fsync's flush makes the log durable
+	passthrough bool          // read-only opens may use kernel passthrough
+	shared      flushSharer   // non-nil: the backing fsync's flush makes the log durable
+	replicas    ReplicaWaiter // non-nil: sync_mode sync
 
 	// ns is the namespace lock (invariant 3 in the package doc): held for
 	// reading while an event's path is computed and appended, for writing

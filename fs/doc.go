@@ -32,6 +32,8 @@
 //     (Log.Sync). The backing fsync and the log's sync run concurrently, so
 //     an fsync'd delivery costs max(file fsync, log sync), not their sum;
 //     the log shares one sync between concurrent callers (group commit).
+//     In sync_mode sync (Options.Replicas) they then wait for the replicas
+//     to hold those events durably, or to be given up on (ReplicaWaiter).
 //  3. The log order is a valid history of paths. An event's path is taken
 //     from go-fuse's inode tree while the namespace lock is held for
 //     reading; rename takes it for writing across the backing rename, the

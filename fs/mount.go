@@ -28,8 +28,11 @@ type Options struct {
 	// SharedFlush: the backing dir's fsync also flushes the log's disk
 	// (see SharedFlush); the log must implement WriteOut and Flushed.
 	SharedFlush bool
-	Logger      *slog.Logger
-	Debug       bool // log every FUSE request
+	// Replicas, when set (sync_mode sync), is waited on by every fsync
+	// and fdatasync once its events are durable in the log.
+	Replicas ReplicaWaiter
+	Logger   *slog.Logger
+	Debug    bool // log every FUSE request
 }
 
 // DefaultOptions are the settings measured fastest for mail workloads
@@ -79,7 +82,7 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	if err := syscall.Stat(backing, &st); err != nil {
 		return nil, fmt.Errorf("mount: backing directory %s: %w", backing, err)
 	}
-	c := &capture{log: lg, logger: opts.Logger, passthrough: opts.Passthrough}
+	c := &capture{log: lg, logger: opts.Logger, passthrough: opts.Passthrough, replicas: opts.Replicas}
 	if fsr, ok := lg.(flushSharer); ok && opts.SharedFlush {
 		c.shared = fsr
 	}

@@ -170,9 +170,11 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 }
 
 // parallelSync makes the backing file or directory and every event so far
-// durable. With a shared flush (SharedFlush) the log is written out and the
-// backing fsync's cache flush makes it durable too; otherwise the backing
-// sync and the log sync run concurrently. The backing error comes first:
+// durable, and in sync_mode sync then waits for the replicas to hold them
+// (the caller has appended the file's pending ranges). With a shared flush
+// (SharedFlush) the log is written out and the backing fsync's cache flush
+// makes it durable too; otherwise the backing sync and the log sync run
+// concurrently. The backing error comes first:
 // it names the real I/O error.
 //
 // fd, when not -1, is a backing file whose dirty data the fsync will
@@ -182,6 +184,17 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 // have completed (fsync waits for the file's writeback itself), so it
 // still covers both.
 func parallelSync(c *capture, fd int, backing func() syscall.Errno) syscall.Errno {
+	// Every event of this file or directory is appended by now.
+	seq := c.log.LastSeq()
+	errno := localSync(c, fd, backing)
+	if errno == 0 && c.replicas != nil && seq > 0 {
+		c.replicas.WaitReplicated(seq)
+	}
+	return errno
+}
+
+// localSync is parallelSync without the wait for the replicas.
+func localSync(c *capture, fd int, backing func() syscall.Errno) syscall.Errno {
 	if c.shared != nil {
 		if fd >= 0 {
 			// Errors show again, and are reported, in the fsync.

@@ -50,6 +50,9 @@ type Channel struct {
 	// markerMu orders the resync requests (askResync: the mount's rescan
 	// after an unclean stop, a replayed batch) with their removal.
 	markerMu sync.Mutex
+
+	acks     *ackState // what WaitReplicated waits on (syncmode.go)
+	syncMode bool      // sync_mode sync
 }
 
 // countingConn counts the bytes written to a connection.
@@ -85,6 +88,9 @@ func (c *Channel) run(ctx context.Context) {
 		}
 		c.setError(err)
 		if errors.Is(err, wire.ErrFenced) {
+			if c.syncMode {
+				c.degrade("the replica was promoted (fenced)", c.log.LastSeq())
+			}
 			// Promoted elsewhere: nothing this host receives is protected
 			// any more. Keep serving mail and keep the log, say so loudly,
 			// and look again now and then (a failback may be under way).
@@ -145,6 +151,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err := c.log.CommitCursor(c.cfg.Name, pos.Applied); err != nil {
 			return false, err
 		}
+		c.committed(pos.Applied, false)
 		cursor = pos.Applied
 	}
 	// A batch the replica was applying when it died is re-sent with the
@@ -184,7 +191,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err := c.resyncDirsIfAsked(ctx); err != nil {
 			return shipped, err
 		}
-		evs, err := c.gather(ctx, r, limit)
+		evs, drained, err := c.gather(ctx, r, limit)
 		if err != nil {
 			return shipped, err
 		}
@@ -193,6 +200,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err := c.ship(conn, evs); err != nil {
 			return shipped, err
 		}
+		c.committed(evs[len(evs)-1].Seq, drained)
 		if replayed {
 			// The replica replayed an apply that was cut short. A replay
 			// skips ops on files that are gone (an earlier apply may have
@@ -381,6 +389,7 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 		if err := c.log.CommitCursor(c.cfg.Name, start); err != nil {
 			return err
 		}
+		c.committed(start, false)
 	}
 	c.mu.Lock()
 	c.st.Quarantined += rep.Quarantined
@@ -397,27 +406,28 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 // whatever else is durable now, up to the batch limits (and up to limit,
 // when not 0). Shipping at once when the link is idle keeps lag to the
 // round trip; while a batch is in flight, the log gathers the next.
-func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) ([]*synclog.Event, error) {
+// drained says the batch holds every event that was durable.
+func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) (evs []*synclog.Event, drained bool, err error) {
 	first, err := r.Next(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	evs := []*synclog.Event{first}
+	evs = []*synclog.Event{first}
 	var bytes int64
 	for len(evs) < c.cfg.BatchEvents && bytes < c.cfg.BatchBytes && (limit == 0 || evs[len(evs)-1].Seq < limit) {
 		ev, err := r.TryNext()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if ev == nil {
-			break
+			return evs, true, nil
 		}
 		evs = append(evs, ev)
 		for _, rg := range ev.Ranges {
 			bytes += int64(rg.Len)
 		}
 	}
-	return evs, nil
+	return evs, false, nil
 }
 
 // ship plans, resolves, offers and sends one batch, then advances the

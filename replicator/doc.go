@@ -57,6 +57,10 @@
 //     the same events (the replica replays it), and then the directories
 //     it touched are resynced: a replay skips ops on files that are gone,
 //     and a few op sequences do not replay exactly.
+//   - sync_mode sync (syncmode.go): an fsync on the mount waits until
+//     every channel's cursor has passed its events, or until a channel is
+//     given up on after sync_timeout (degraded, logged, until a batch that
+//     took everything durable is acknowledged).
 //   - A batch refused because an op names an object the replica lacks
 //     (wire code missing) is not sent again as it was: the object becomes
 //     pending as lacking, so the next plan sends it whole (healMissing).

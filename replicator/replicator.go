@@ -21,10 +21,11 @@ import (
 
 // Replicator runs one Channel per replica inside the mount process.
 type Replicator struct {
-	log      *synclog.Log
-	cache    *guid.Cache
-	channels []*Channel
-	logger   *slog.Logger
+	log         *synclog.Log
+	cache       *guid.Cache
+	channels    []*Channel
+	logger      *slog.Logger
+	syncTimeout time.Duration // sync_mode sync: see WaitReplicated
 }
 
 // Options are what every channel shares.
@@ -33,6 +34,10 @@ type Options struct {
 	StateDir string    // for the GUID cache
 	GUIDMode guid.Mode // guid_mode
 	Logger   *slog.Logger
+	// SyncTimeout is sync_timeout in sync_mode sync: how long an fsync
+	// waits in WaitReplicated for a replica before it is degraded. Zero
+	// is async mode, where nothing calls WaitReplicated.
+	SyncTimeout time.Duration
 }
 
 // New prepares the channels; Run starts them.
@@ -49,7 +54,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		cache.Close()
 		return nil, err
 	}
-	r := &Replicator{log: lg, cache: cache, logger: opts.Logger}
+	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout}
 	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode}
 	for _, cc := range channels {
 		ps, err := openPending(lg.Dir(), cc.Name)
@@ -57,11 +62,13 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			cache.Close()
 			return nil, err
 		}
-		if _, err := lg.Cursor(cc.Name); err != nil {
+		cursor, err := lg.Cursor(cc.Name)
+		if err != nil {
 			cache.Close()
 			return nil, err
 		}
 		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
+			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
 			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
 	}
 	return r, nil
@@ -103,6 +110,9 @@ func (r *Replicator) ResyncDirs(dirs []string) error {
 	return nil
 }
 
+// Close releases a Replicator that will not Run.
+func (r *Replicator) Close() error { return r.cache.Close() }
+
 // Run ships on every channel until ctx is done, then closes the cache.
 func (r *Replicator) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -125,9 +135,10 @@ type ChannelStatus struct {
 	Since         time.Time `json:"since,omitzero"`
 	TLS           bool      `json:"tls"`
 	Compressed    bool      `json:"compressed"`
-	Fenced        bool      `json:"fenced,omitempty"` // the replica was promoted: nothing ships
-	Epoch         uint64    `json:"epoch"`            // this master's
-	Quarantined   int       `json:"quarantined"`      // files failback moved to the replica's quarantine
+	Fenced        bool      `json:"fenced,omitempty"`    // the replica was promoted: nothing ships
+	SyncMode      string    `json:"sync_mode,omitempty"` // sync_mode sync: "sync", or "degraded" (fsync does not wait for it); "" in async mode
+	Epoch         uint64    `json:"epoch"`               // this master's
+	Quarantined   int       `json:"quarantined"`         // files failback moved to the replica's quarantine
 	LastError     string    `json:"last_error,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	ShippedSeq    uint64    `json:"shipped_seq"`
@@ -185,6 +196,7 @@ func (r *Replicator) Status() []ChannelStatus {
 		st := c.st
 		c.mu.Unlock()
 		st.WireBytes = c.wireBytes.Load()
+		st.SyncMode = c.syncState()
 		cursor, _ := r.log.Cursor(c.cfg.Name)
 		st.ShippedSeq, st.LastSeq = cursor, last
 		if last > cursor {

@@ -251,6 +251,12 @@ func TestMountRefuses(t *testing.T) {
 			os.WriteFile(e.conf, []byte(fmt.Sprintf("spool_dir: %s\nmount_point: %s\nsync_log_dir: %s/log\n", e.backing, e.mnt, e.backing)), 0o644)
 			return nil
 		}, "sync log directory"},
+		{"sync mode without a replica", func(e *env) []string {
+			f, _ := os.OpenFile(e.conf, os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString("sync_mode: sync\n")
+			f.Close()
+			return nil
+		}, "set sync_host"},
 		{"already mounted", func(e *env) []string {
 			syscall.Mount("tmpfs", e.mnt, "tmpfs", 0, "size=1m")
 			return nil

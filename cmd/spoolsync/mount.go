@@ -54,8 +54,8 @@ func runMount(args []string) error {
 	if backing == "" || mountpoint == "" {
 		return usagef("mount: no spool: give BACKING_DIR MOUNTPOINT, or set spool_dir and mount_point in %s", configName(cfg))
 	}
-	if cfg.SyncMode == "sync" {
-		return usagef("mount: sync_mode: sync (fsync waits for the replica) is not built yet; set sync_mode: async in %s", configName(cfg))
+	if cfg.SyncMode == "sync" && len(cfg.Channels) == 0 {
+		return usagef("mount: sync_mode: sync makes fsync wait for a replica, and none is configured: set sync_host (and sync_authname, sync_password), or sync_mode: async, in %s", configName(cfg))
 	}
 	logger := newLogger(*debug)
 	// Signals are caught from here on: one that arrives while mounting
@@ -115,22 +115,33 @@ func runMount(args []string) error {
 			logger.Info("fsync on the mount syncs the sync log separately", "why", why)
 		}
 	}
+	var repl *replicator.Replicator
+	if len(cfg.Channels) > 0 {
+		if !cfg.SyncLog {
+			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
+		}
+		if repl, err = newReplication(cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
+			return err
+		}
+		if cfg.SyncMode == "sync" {
+			opts.Replicas = repl
+		}
+	}
 	m, err := fs.New(dirs.backing, dirs.mountpoint, lg, opts)
 	if err != nil {
+		if repl != nil {
+			repl.Close()
+		}
 		return err
 	}
-	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log)
+	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log, "sync_mode", cfg.SyncMode)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	waitReplication := func() {}
-	var repl *replicator.Replicator
-	if len(cfg.Channels) > 0 {
-		if !cfg.SyncLog {
-			m.Unmount(*grace)
-			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
-		}
-		if repl, waitReplication, err = startReplication(ctx, cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
+	if repl != nil {
+		if waitReplication, err = startReplication(ctx, cfg, repl, slog_, logger); err != nil {
+			repl.Close()
 			m.Unmount(*grace)
 			return err
 		}

@@ -56,39 +56,45 @@ func channelConfigs(cfg *config.Config, epoch uint64) ([]replicator.ChannelConfi
 	return out, nil
 }
 
-// startReplication runs rolling replication and the status socket until
-// ctx is done; the returned func waits for both to stop.
-func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, backing string, epoch uint64, logger *slog.Logger) (r *replicator.Replicator, wait func(), err error) {
+// newReplication prepares rolling replication (before the mount: in
+// sync_mode sync the mount's fsyncs wait on it); startReplication runs it.
+func newReplication(cfg *config.Config, lg *synclog.Log, backing string, epoch uint64, logger *slog.Logger) (*replicator.Replicator, error) {
 	chans, err := channelConfigs(cfg, epoch)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	mode, err := guid.ParseMode(cfg.GUIDMode)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
+		return nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
-	r, err = replicator.New(lg, replicator.Options{Backing: backing, StateDir: cfg.StateDir, GUIDMode: mode, Logger: logger}, chans)
-	if err != nil {
-		return nil, nil, err
+	opts := replicator.Options{Backing: backing, StateDir: cfg.StateDir, GUIDMode: mode, Logger: logger}
+	if cfg.SyncMode == "sync" {
+		opts.SyncTimeout = cfg.SyncTimeout
 	}
+	return replicator.New(lg, opts, chans)
+}
+
+// startReplication runs r and the status socket until ctx is done; the
+// returned func waits for both to stop.
+func startReplication(ctx context.Context, cfg *config.Config, r *replicator.Replicator, lg *synclog.Log, logger *slog.Logger) (wait func(), err error) {
 	sock := statusSocket(lg.Dir())
 	os.Remove(sock) // a stale socket of a killed process; the log's lock says none runs
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return nil, nil, fmt.Errorf("status socket %s: %w", sock, err)
+		return nil, fmt.Errorf("status socket %s: %w", sock, err)
 	}
 	// The socket can hand paths to the log: root only.
 	if err := os.Chmod(sock, 0o600); err != nil {
 		ln.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	if cfg.MetricsListen != "" {
 		if err := serveMetrics(ctx, cfg.MetricsListen, r, logger); err != nil {
 			ln.Close()
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	done := make(chan struct{}, 2)
@@ -110,7 +116,7 @@ func startReplication(ctx context.Context, cfg *config.Config, lg *synclog.Log, 
 			go serveControl(c, r, lg, logger)
 		}
 	}()
-	return r, func() { <-done; <-done; os.Remove(sock) }, nil
+	return func() { <-done; <-done; os.Remove(sock) }, nil
 }
 
 // serveMetrics serves Prometheus /metrics on addr until ctx is done.

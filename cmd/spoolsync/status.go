@@ -61,6 +61,9 @@ func runStatus(args []string) error {
 		if c.Fenced {
 			fmt.Printf("%s: FENCED: the replica %s was promoted; mail this host receives is NOT replicated\n", c.Name, c.Replica)
 		}
+		if c.SyncMode == "degraded" {
+			fmt.Printf("%s: sync_mode sync DEGRADED: the replica %s did not confirm in time; fsync does not wait for it until it catches up\n", c.Name, c.Replica)
+		}
 		if c.Quarantined > 0 {
 			fmt.Printf("%s: failback moved %d files only the old master held to the replica's quarantine (spoolsync quarantine list --root on that host)\n", c.Name, c.Quarantined)
 		}
