@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +51,18 @@ func syncDeliver(t *testing.T, p *pair, md, name, body string) {
 // again.
 func TestSyncMode(t *testing.T) {
 	const timeout = 2 * time.Second
-	p := newPair(t, fmt.Sprintf("sync_mode: sync\nsync_timeout: %s\n", timeout))
+	metrics := freeAddr(t)
+	p := newPair(t, fmt.Sprintf("sync_mode: sync\nsync_timeout: %s\nmetrics_listen: %s\n", timeout, metrics))
+	degradedMetric := func(want string) {
+		t.Helper()
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if line := `spoolsync_channel_sync_degraded{channel="default"} ` + want; !strings.Contains(string(body), line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
 	md := filepath.Join(p.m.mnt, "user", "Maildir")
 	mkMaildir(t, md)
 	d, err := os.Open(md)
@@ -60,6 +73,7 @@ func TestSyncMode(t *testing.T) {
 		syncDeliver(t, p, md, fmt.Sprintf("%d.sync", i), message(i))
 	}
 	waitStatus(t, p.m, 10*time.Second, "sync_mode sync", func(s replicator.ChannelStatus) bool { return s.SyncMode == "sync" })
+	degradedMetric("0")
 
 	// The replica goes away: one fsync waits sync_timeout, then none.
 	p.server.cmd.Process.Kill()
@@ -85,6 +99,7 @@ func TestSyncMode(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "sync_mode sync DEGRADED") {
 		t.Fatalf("spoolsync status does not say the channel is degraded:\n%s", out)
 	}
+	degradedMetric("1")
 
 	// Back and caught up: fsync waits for it again.
 	p.server = restartServer(t, p.r, p.addr)
