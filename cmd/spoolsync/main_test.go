@@ -97,7 +97,14 @@ func (s *syncBuffer) String() string {
 // process that exits first is an error, so callers can retry or fail.
 func startProc(t *testing.T, args []string, ready func(line string) (string, bool), cleanup func()) (*proc, string, error) {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	return startCmd(t, exec.Command(binary, args...), args[0], ready, cleanup)
+}
+
+// startCmd is startProc for a prepared command (another namespace, say)
+// whose process is spoolsync's own; what names it in errors.
+func startCmd(t *testing.T, cmd *exec.Cmd, what string, ready func(line string) (string, bool), cleanup func()) (*proc, string, error) {
+	t.Helper()
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -132,9 +139,9 @@ func startProc(t *testing.T, args []string, ready func(line string) (string, boo
 	case v := <-got:
 		return p, v, nil
 	case <-p.done:
-		return nil, "", fmt.Errorf("spoolsync %s exited before it was ready: %v\n%s", args[0], p.err, p.stderr)
+		return nil, "", fmt.Errorf("spoolsync %s exited before it was ready: %v\n%s", what, p.err, p.stderr)
 	case <-time.After(20 * time.Second):
-		return nil, "", fmt.Errorf("spoolsync %s not ready after 20s\n%s", args[0], p.stderr)
+		return nil, "", fmt.Errorf("spoolsync %s not ready after 20s\n%s", what, p.stderr)
 	}
 }
 

@@ -348,11 +348,12 @@ type pkiFiles struct {
 	pool                                                                      *x509.CertPool
 }
 
-func writePKI(t *testing.T, dir string) *pkiFiles {
+// The server certificate is for localhost, 127.0.0.1 and serverIPs.
+func writePKI(t *testing.T, dir string, serverIPs ...net.IP) *pkiFiles {
 	t.Helper()
 	f := &pkiFiles{pool: x509.NewCertPool()}
-	caKey, caCert := makeCert(t, "spoolsync test CA", nil, nil, nil)
-	fKey, fCert := makeCert(t, "someone else's CA", nil, nil, nil)
+	caKey, caCert := makeCert(t, "spoolsync test CA", nil, nil, nil, nil)
+	fKey, fCert := makeCert(t, "someone else's CA", nil, nil, nil, nil)
 	f.pool.AddCert(caCert)
 	write := func(name string, der []byte, typ string) string {
 		p := filepath.Join(dir, name)
@@ -360,7 +361,7 @@ func writePKI(t *testing.T, dir string) *pkiFiles {
 		return p
 	}
 	leaf := func(name, cn string, signKey *ecdsa.PrivateKey, signCert *x509.Certificate, usage x509.ExtKeyUsage) (string, string) {
-		k, c := makeCert(t, cn, signKey, signCert, &usage)
+		k, c := makeCert(t, cn, signKey, signCert, &usage, serverIPs)
 		kder, err := x509.MarshalECPrivateKey(k)
 		must(t, err)
 		return write(name+".pem", c.Raw, "CERTIFICATE"), write(name+".key", kder, "EC PRIVATE KEY")
@@ -372,8 +373,9 @@ func writePKI(t *testing.T, dir string) *pkiFiles {
 	return f
 }
 
-// makeCert makes a CA (parent nil) or a leaf signed by parent.
-func makeCert(t *testing.T, cn string, parentKey *ecdsa.PrivateKey, parent *x509.Certificate, usage *x509.ExtKeyUsage) (*ecdsa.PrivateKey, *x509.Certificate) {
+// makeCert makes a CA (parent nil) or a leaf signed by parent; a leaf
+// for "localhost" is also valid for 127.0.0.1 and ips.
+func makeCert(t *testing.T, cn string, parentKey *ecdsa.PrivateKey, parent *x509.Certificate, usage *x509.ExtKeyUsage, ips []net.IP) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(t, err)
@@ -387,7 +389,7 @@ func makeCert(t *testing.T, cn string, parentKey *ecdsa.PrivateKey, parent *x509
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{*usage}
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 		if cn == "localhost" {
-			tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}
+			tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, append([]net.IP{net.IPv4(127, 0, 0, 1)}, ips...)
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)

@@ -8,6 +8,7 @@ package testenv
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"testing"
 
 	"spoolsync/wire"
@@ -56,6 +57,15 @@ func NeedFUSE(t testing.TB) {
 func NeedRoot(t testing.TB) {
 	t.Helper()
 	need(t, os.Geteuid() == 0, "needs root")
+}
+
+// NeedNetns skips (or, in CI, fails) t unless it can make network
+// namespaces: root and iproute2's ip.
+func NeedNetns(t testing.TB) {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "network namespaces need root")
+	_, err := exec.LookPath("ip")
+	need(t, err == nil, "ip (iproute2) is not installed")
 }
 
 func need(t testing.TB, ok bool, why string) {
