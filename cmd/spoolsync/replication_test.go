@@ -98,15 +98,22 @@ func waitStatus(t *testing.T, e *env, timeout time.Duration, what string, ok fun
 func deliver(t *testing.T, maildir, name, body string) string {
 	t.Helper()
 	tmp := filepath.Join(maildir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	writeFsynced(t, tmp, body)
+	dst := filepath.Join(maildir, "new", name)
+	must(t, os.Rename(tmp, dst))
+	return dst
+}
+
+// writeFsynced creates a new file with body and fsyncs it, as an MTA
+// writes a message into tmp/.
+func writeFsynced(t *testing.T, path, body string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	must(t, err)
 	_, err = f.WriteString(body)
 	must(t, err)
 	must(t, f.Sync())
 	must(t, f.Close())
-	dst := filepath.Join(maildir, "new", name)
-	must(t, os.Rename(tmp, dst))
-	return dst
 }
 
 func mkMaildir(t *testing.T, dir string) {

@@ -23,12 +23,7 @@ import (
 func syncDeliver(t *testing.T, p *pair, md, name, body string) {
 	t.Helper()
 	tmp := filepath.Join(md, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	must(t, err)
-	_, err = f.WriteString(body)
-	must(t, err)
-	must(t, f.Sync())
-	must(t, f.Close())
+	writeFsynced(t, tmp, body)
 	rel, _ := filepath.Rel(p.m.mnt, md)
 	onReplica := filepath.Join(p.r.root, rel)
 	if got, err := os.ReadFile(filepath.Join(onReplica, "tmp", name)); err != nil || string(got) != body {
