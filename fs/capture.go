@@ -53,6 +53,9 @@ type capture struct {
 	// unlogged maps each node with written but unrecorded bytes to when
 	// the first of them was written (see Mount.Checkpoint).
 	unlogged sync.Map
+
+	// pathOpHook, set only by tests, runs inside pathOp with the lock held.
+	pathOpHook func(op string)
 }
 
 // append records ev. The caller holds c.ns (for reading or writing).

@@ -30,24 +30,33 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if h, ok := f.(*file); ok {
 		f = h.lf // the loopback applies attributes through the fd
 	}
-	if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
-		return errno
-	}
-	if truncate {
-		if errno := n.recordTruncate(size); errno != 0 {
+	// Without a handle the loopback chmods, truncates and chowns by path:
+	// see pathops.go for why under the lock.
+	return n.pathOp("setattr", func() syscall.Errno {
+		if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
 			return errno
 		}
-	}
-	if mask != 0 {
-		return n.recordSetattr(mask)
-	}
-	return 0
+		if truncate {
+			if errno := n.recordTruncateLocked(size); errno != 0 {
+				return errno
+			}
+		}
+		if mask != 0 {
+			return n.recordSetattrLocked(mask)
+		}
+		return 0
+	})
 }
 
 // recordSetattr records that the attributes in mask changed.
 func (n *Node) recordSetattr(mask uint32) syscall.Errno {
 	n.c.ns.RLock()
 	defer n.c.ns.RUnlock()
+	return n.recordSetattrLocked(mask)
+}
+
+// recordSetattrLocked is recordSetattr with ns held.
+func (n *Node) recordSetattrLocked(mask uint32) syscall.Errno {
 	ev, ok := n.event(synclog.OpSetattr)
 	if !ok {
 		return 0

@@ -160,9 +160,9 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 		if fs, ok := f.(gofs.FileFsyncer); ok {
 			return fs.Fsync(ctx, flags)
 		}
-		fd, err := syscall.Open(filepath.Join(n.RootData.Path, n.Path(n.Root())), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return gofs.ToErrno(err)
+		fd, errno := n.openDir()
+		if errno != 0 {
+			return errno
 		}
 		defer syscall.Close(fd)
 		return gofs.ToErrno(syscall.Fsync(fd))

@@ -58,6 +58,11 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 func (n *Node) recordTruncate(size uint64) syscall.Errno {
 	n.c.ns.RLock()
 	defer n.c.ns.RUnlock()
+	return n.recordTruncateLocked(size)
+}
+
+// recordTruncateLocked is recordTruncate with ns held.
+func (n *Node) recordTruncateLocked(size uint64) syscall.Errno {
 	if errno := n.flushDirtyLocked(); errno != 0 {
 		return errno
 	}

@@ -8,22 +8,25 @@ import (
 )
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags); errno != 0 {
-		return errno
-	}
-	return n.recordXattr(synclog.OpSetxattr, attr)
+	return n.pathOp("setxattr", func() syscall.Errno {
+		if errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags); errno != 0 {
+			return errno
+		}
+		return n.recordXattrLocked(synclog.OpSetxattr, attr)
+	})
 }
 
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if errno := n.LoopbackNode.Removexattr(ctx, attr); errno != 0 {
-		return errno
-	}
-	return n.recordXattr(synclog.OpRemovexattr, attr)
+	return n.pathOp("removexattr", func() syscall.Errno {
+		if errno := n.LoopbackNode.Removexattr(ctx, attr); errno != 0 {
+			return errno
+		}
+		return n.recordXattrLocked(synclog.OpRemovexattr, attr)
+	})
 }
 
-func (n *Node) recordXattr(op synclog.Op, attr string) syscall.Errno {
-	n.c.ns.RLock()
-	defer n.c.ns.RUnlock()
+// recordXattrLocked records an xattr change of n; ns is held.
+func (n *Node) recordXattrLocked(op synclog.Op, attr string) syscall.Errno {
 	ev, ok := n.event(op)
 	if !ok {
 		return 0

@@ -83,7 +83,12 @@ func (r reservedHider) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName
 // Fsyncdir, as the loopback's has, and never to Node.Fsync), and the
 // root's listing leaves the reserved names out.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	var fh gofs.FileHandle
+	var fuseFlags uint32
+	errno := n.pathOp("opendir", func() (errno syscall.Errno) {
+		fh, fuseFlags, errno = n.LoopbackNode.OpendirHandle(ctx, flags) // lists by path
+		return errno
+	})
 	if errno != 0 {
 		return fh, fuseFlags, errno
 	}
