@@ -28,6 +28,7 @@ var (
 	_ = (gofs.FileReleaser)((*file)(nil))
 	_ = (gofs.FileFsyncer)((*file)(nil))
 	_ = (gofs.FileGetattrer)((*file)(nil))
+	_ = (gofs.FileStatxer)((*file)(nil))
 	_ = (gofs.FileSetattrer)((*file)(nil))
 	_ = (gofs.FileLseeker)((*file)(nil))
 	_ = (gofs.FileAllocater)((*file)(nil))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,10 @@ func TestPathOpsExcludeRenames(t *testing.T) {
 		{"getattr", func() error {
 			var st unix.Statx_t
 			return unix.Statx(unix.AT_FDCWD, f, unix.AT_STATX_FORCE_SYNC, unix.STATX_BASIC_STATS, &st)
+		}},
+		{"statx", func() error {
+			var st unix.Statx_t
+			return unix.Statx(unix.AT_FDCWD, tc.m_("link"), unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
 		}},
 		{"lookup", func() error {
 			if _, err := os.Lstat(tc.m_("not-there")); !errors.Is(err, os.ErrNotExist) {
@@ -111,5 +116,21 @@ func TestPathOpsExcludeRenames(t *testing.T) {
 		if _, err := os.Stat(tc.m_(fmt.Sprintf("r%d", n))); err != nil {
 			t.Fatalf("%s: the rename held back never completed: %v", c.op, err)
 		}
+	}
+}
+
+// TestStatxOfSymlink: statx(2) of a symlink through the mount describes the
+// symlink, not what it points at (the kernel's FUSE_STATX carries no
+// "do not follow" flag; a daemon that followed would report another
+// file's size and owner — anywhere on the host, for an absolute target).
+func TestStatxOfSymlink(t *testing.T) {
+	tc := newTestCase(t, DefaultOptions())
+	writeFile(t, tc.m_("a-rather-long-target-name"), strings.Repeat("x", 1000))
+	must(t, os.Symlink("a-rather-long-target-name", tc.m_("link")))
+	var st unix.Statx_t
+	must(t, unix.Statx(unix.AT_FDCWD, tc.m_("link"), unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW,
+		unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st))
+	if want := uint64(len("a-rather-long-target-name")); st.Size != want {
+		t.Fatalf("statx of the symlink: size %d, want its own %d", st.Size, want)
 	}
 }

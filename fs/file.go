@@ -117,6 +117,11 @@ func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	return f.lf.Getattr(ctx, out)
 }
 
+// Statx by descriptor, which also works once the file's name is gone.
+func (f *file) Statx(ctx context.Context, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	return f.lf.Statx(ctx, flags, mask, out)
+}
+
 func (f *file) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return f.lf.Setattr(ctx, in, out)
 }

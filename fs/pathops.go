@@ -6,6 +6,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Path-based operations.
@@ -49,6 +50,18 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return fg.Getattr(ctx, out) // by descriptor
 	}
 	return n.pathOp("getattr", func() syscall.Errno { return n.LoopbackNode.Getattr(ctx, f, out) })
+}
+
+// Statx is getattr with the fields statx(2) adds. The loopback passes the
+// kernel's flags on, which never ask not to follow a final symlink:
+// asking for a symlink's own attributes would answer its target's.
+func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	if fs, ok := f.(gofs.FileStatxer); ok {
+		return fs.Statx(ctx, flags, mask, out) // by descriptor
+	}
+	return n.pathOp("statx", func() syscall.Errno {
+		return n.LoopbackNode.Statx(ctx, nil, flags|unix.AT_SYMLINK_NOFOLLOW, mask, out)
+	})
 }
 
 func (n *Node) Readlink(ctx context.Context) (target []byte, errno syscall.Errno) {
