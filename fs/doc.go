@@ -42,12 +42,12 @@
 //     wrapper, see mount.go). So no event can name a path from before a
 //     rename and land after the rename's event.
 //  4. No operation follows a symlink out of the spool. Operations the
-//     loopback does by backing path (setattr, getattr, statx, lookup, readlink,
-//     xattrs, opendir) hold the same lock for reading across computing the
-//     path and using it (pathops.go), so a user cannot swap a folder of
-//     theirs for a symlink in between and have this root daemon chmod,
-//     truncate or read what it points at. Opens are symlink-aware in
-//     go-fuse itself.
+//     loopback does by backing path (setattr, getattr, statx, lookup,
+//     readlink, xattrs, opendir) hold the same lock for reading across
+//     computing the path and using it (pathops.go), so a user cannot swap
+//     a folder of theirs for a symlink in between and have this root
+//     daemon chmod, truncate or read what it points at; statx never
+//     follows the last component. Opens are symlink-aware in go-fuse.
 //
 // # Reads and caching
 //
