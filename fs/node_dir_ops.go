@@ -30,6 +30,20 @@ func (n *Node) recordNew(op synclog.Op, name, path2 string, flags uint32, ch *go
 	return 0
 }
 
+// inheritGroup gives the new entry name the group of directory n when n
+// is setgid, as a local filesystem does: the loopback chowns what it
+// creates to the caller's uid and primary gid, which would take a shared
+// folder's new mail out of the folder's group. n.c.ns is held.
+func (n *Node) inheritGroup(name string, out *fuse.EntryOut) {
+	var st unix.Stat_t
+	if unix.Lstat(n.backingPath(""), &st) != nil || st.Mode&unix.S_ISGID == 0 || out.Attr.Gid == st.Gid {
+		return
+	}
+	if unix.Lchown(n.backingPath(name), -1, int(st.Gid)) == nil {
+		out.Attr.Gid = st.Gid
+	}
+}
+
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.c.ns.RLock()
 	defer n.c.ns.RUnlock()
@@ -37,6 +51,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
+	n.inheritGroup(name, out)
 	return ch, n.recordNew(synclog.OpMkdir, name, "", 0, ch, syscall.Rmdir)
 }
 
@@ -57,6 +72,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	if errno != 0 {
 		return nil, errno
 	}
+	n.inheritGroup(name, out)
 	return ch, n.recordNew(op, name, "", mode, ch, syscall.Unlink)
 }
 
@@ -67,6 +83,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if errno != 0 {
 		return nil, errno
 	}
+	n.inheritGroup(name, out)
 	return ch, n.recordNew(synclog.OpSymlink, name, target, 0, ch, syscall.Unlink)
 }
 

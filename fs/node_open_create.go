@@ -22,6 +22,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	n.inheritGroup(name, out)
 	if errno := n.recordNew(synclog.OpCreate, name, "", 0, ch, syscall.Unlink); errno != 0 {
 		fh.(gofs.FileReleaser).Release(ctx)
 		return nil, nil, 0, errno
