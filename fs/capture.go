@@ -93,13 +93,6 @@ func (c *capture) writable(n *Node) syscall.Errno {
 	return 0
 }
 
-// record appends ev under the namespace read lock.
-func (c *capture) record(ev *synclog.Event) syscall.Errno {
-	c.ns.RLock()
-	defer c.ns.RUnlock()
-	return c.append(ev)
-}
-
 // sync makes every event appended so far durable.
 func (c *capture) sync() syscall.Errno {
 	if err := c.log.Sync(c.log.LastSeq()); err != nil {

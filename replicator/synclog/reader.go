@@ -147,13 +147,15 @@ func (r *Reader) Next(ctx context.Context) (*Event, error) {
 
 // read returns the next record, or nil after switching segments.
 func (r *Reader) read() (*Event, error) {
-	ev, reason, err := r.try()
+	ev, _, err := r.try()
 	if ev != nil || err != nil {
 		return ev, err
 	}
-	// The buffer may predate the writer's latest write: look again.
+	// The buffer may predate the writer's latest write: look again, and
+	// judge by what the second look found.
 	r.rr.reset()
-	if ev, reason, err = r.try(); ev != nil || err != nil {
+	ev, reason, err := r.try()
+	if ev != nil || err != nil {
 		return ev, err
 	}
 	if errors.Is(reason, errNoRecord) {
