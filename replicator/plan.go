@@ -39,6 +39,13 @@ type step struct {
 	flags  uint32
 	src    string          // stepPut: where to read the object when sending (its final name)
 	ranges []synclog.Range // stepWrite
+	// inOrder: a stepPut that later steps of the batch act on in place (a
+	// link, an exchange, a rename of the object). If the object cannot be
+	// read when the batch is sent (gone by the end of the batch, or by
+	// events after it), an empty stand-in is put instead: those steps need
+	// an object there, and the batch's own removals, or the next batch's
+	// put of what became pending, replace it.
+	inOrder bool
 	// extra: a resync --delete's removal of what only the replica had
 	// when it compared. It is dropped if the master has the path by the
 	// time the batch is read: the object arrived meanwhile (rolling
@@ -328,6 +335,7 @@ func (p *planner) finish() []step {
 			switch {
 			case l.inOrder || alive:
 				p.steps[last].src = name // "" if gone by the end: later steps remove it
+				p.steps[last].inOrder = l.inOrder && !l.isDir
 			default:
 				p.steps[last].kind = 0
 			}

@@ -217,3 +217,59 @@ func FuzzPending(f *testing.F) {
 		p.finish()
 	})
 }
+
+// TestInOrderPutOfVanishedObject: Dovecot takes a lock by creating a
+// temporary file, linking it to the lock name and unlinking the temporary
+// (file_dotlock), and later unlinks the lock. The link acts on the object
+// in place, so its put must be in place first; when the object cannot be
+// read when the batch is sent (gone within the batch, or by events after
+// it), an empty stand-in goes instead, or the replica refuses the link for
+// good ("missing") and replication stops.
+func TestInOrderPutOfVanishedObject(t *testing.T) {
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := &resolver{backing: t.TempDir(), cache: cache, mode: guid.SHA256} // an empty spool: everything is gone
+	for _, c := range []struct {
+		name    string
+		events  []string
+		want    []string
+		pending int
+	}{
+		{"whole lock cycle in one batch", []string{"create d/lock.tmp", "write d/lock.tmp 0:20", "link d/lock.tmp d/lock", "unlink d/lock.tmp", "unlink d/lock"},
+			[]string{"Put d/lock.tmp", "Link d/lock.tmp d/lock", "Unlink d/lock.tmp", "Unlink d/lock"}, 0},
+		{"lock released in the next batch", []string{"create d/lock.tmp", "link d/lock.tmp d/lock", "unlink d/lock.tmp"},
+			[]string{"Put d/lock.tmp", "Link d/lock.tmp d/lock", "Unlink d/lock.tmp"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPlanner(nil)
+			for _, e := range c.events {
+				p.add(ev(e))
+			}
+			ops, pending, err := r.resolve(p.finish())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeFiles(ops)
+			var got []string
+			for _, op := range ops {
+				switch m := op.msg.(type) {
+				case *wire.Put:
+					got = append(got, "Put "+m.Path)
+				case *wire.Link:
+					got = append(got, "Link "+m.Existing+" "+m.New)
+				case *wire.Unlink:
+					got = append(got, "Unlink "+m.Path)
+				}
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("ops %q, want %q", got, c.want)
+			}
+			if len(pending) != c.pending {
+				t.Errorf("pending %+v, want %d entries", pending, c.pending)
+			}
+		})
+	}
+}

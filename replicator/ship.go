@@ -89,6 +89,11 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				if s.src != "" {
 					pending = append(pending, pendingEntry{Path: s.src})
 				}
+				if s.inOrder {
+					// Dovecot's dotlock (create, link to the lock name,
+					// unlink, later unlink the lock) is such an object.
+					ops = append(ops, shipOp{msg: &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: 0o600}})
+				}
 				continue
 			}
 			ops = append(ops, op)

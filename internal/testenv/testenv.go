@@ -64,8 +64,16 @@ func NeedRoot(t testing.TB) {
 func NeedNetns(t testing.TB) {
 	t.Helper()
 	need(t, os.Geteuid() == 0, "network namespaces need root")
-	_, err := exec.LookPath("ip")
-	need(t, err == nil, "ip (iproute2) is not installed")
+	NeedProgram(t, "ip", "iproute2")
+}
+
+// NeedProgram skips (or, in CI, fails) t unless program (a name on PATH
+// or an absolute path) is installed; pkg is the Debian package that has
+// it (scripts/install-deps installs it).
+func NeedProgram(t testing.TB, program, pkg string) {
+	t.Helper()
+	_, err := exec.LookPath(program)
+	need(t, err == nil, program+" ("+pkg+") is not installed")
 }
 
 func need(t testing.TB, ok bool, why string) {

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"spoolsync/internal/testenv"
+)
+
+// The mail user Dovecot runs as in TestDovecot: nobody, as a virtual
+// mail user would be (vmail); no supplementary groups.
+const dovecotUID, dovecotGID = 65534, 65534
+
+const dovecotLDA = "/usr/lib/dovecot/dovecot-lda"
+
+// dovecotUser is one mail user's home on a tree, with a mail format.
+type dovecotUser struct {
+	t        *testing.T
+	conf     string // dovecot.conf
+	home     string
+	location string // mail_location
+}
+
+// run runs a Dovecot program as the mail user with stdin; it returns the
+// output and fails the test on an error.
+func (u dovecotUser) run(stdin string, name string, args ...string) string {
+	u.t.Helper()
+	cmd := exec.Command(name, append([]string{"-c", u.conf, "-o", "mail_location=" + u.location}, args...)...)
+	cmd.Env = []string{"HOME=" + u.home, "USER=" + filepath.Base(u.home), "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: dovecotUID, Gid: dovecotGID, Groups: []uint32{}}}
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		u.t.Fatalf("%s %s (%s): %v\n%s", filepath.Base(name), strings.Join(args, " "), u.location, err, out)
+	}
+	return string(out)
+}
+
+// messages lists what Dovecot shows of the user's mail: per message its
+// folder, UID, flags (but \Recent, which belongs to a session) and subject.
+func (u dovecotUser) messages() string {
+	u.t.Helper()
+	out := u.run("", "doveadm", "fetch", "mailbox uid flags hdr.subject", "all")
+	return regexp.MustCompile(`\\Recent ?`).ReplaceAllString(out, "")
+}
+
+// TestDovecot: Dovecot itself, unmodified, as an unprivileged mail user,
+// in each of its three mail formats: its LDA (what Postfix or Exim run to
+// deliver) delivers through the mount, doveadm makes a folder, moves,
+// flags and expunges, and for mdbox purges (which rewrites its storage
+// files). The replica ends identical, and Dovecot reading a copy of it
+// shows the same messages with the same folders, UIDs and flags.
+func TestDovecot(t *testing.T) {
+	testenv.NeedProgram(t, "doveadm", "dovecot-core")
+	testenv.NeedProgram(t, dovecotLDA, "dovecot-core")
+	p := newPair(t, "")
+	// The test's temporary directories are 0700: let the mail user reach
+	// the mount and the copy of the replica.
+	for _, d := range []string{p.m.mnt, p.r.root} {
+		for d = filepath.Dir(d); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			must(t, os.Chmod(d, 0o755))
+		}
+	}
+	etc := t.TempDir()
+	must(t, os.Chmod(etc, 0o755))
+	conf := filepath.Join(etc, "dovecot.conf")
+	must(t, os.WriteFile(conf, []byte(fmt.Sprintf(
+		"log_path = /dev/stderr\nssl = no\nprotocols =\nbase_dir = %s/run\nmail_fsync = always\n", etc)), 0o644))
+
+	formats := []string{"maildir", "sdbox", "mdbox"}
+	must(t, os.Mkdir(filepath.Join(p.m.mnt, "vhosts"), 0o755))
+	for _, f := range formats {
+		home := filepath.Join(p.m.mnt, "vhosts", f+"-user")
+		must(t, os.Mkdir(home, 0o700))
+		must(t, os.Chown(home, dovecotUID, dovecotGID))
+		u := dovecotUser{t, conf, home, f + ":~/mail"}
+		for i := 1; i <= 30; i++ {
+			msg := fmt.Sprintf("From: sender%d@example.org\nTo: %s@example.org\nSubject: %s message %d\nMessage-ID: <%d.%s@example.org>\n\n%s",
+				i, f, f, i, i, f, strings.Repeat(fmt.Sprintf("line %d of a message body\n", i), 20+i))
+			u.run(msg, dovecotLDA, "-f", fmt.Sprintf("sender%d@example.org", i))
+		}
+		u.run("", "doveadm", "mailbox", "create", "Archive")
+		u.run("", "doveadm", "move", "Archive", "mailbox", "INBOX", "uid", "1:10")
+		u.run("", "doveadm", "flags", "add", `\Seen \Flagged`, "mailbox", "INBOX", "uid", "11:15")
+		u.run("", "doveadm", "expunge", "mailbox", "INBOX", "uid", "16:20")
+		if f == "mdbox" {
+			u.run("", "doveadm", "purge")
+		}
+	}
+	p.waitSynced(t)
+
+	copyRoot := t.TempDir()
+	must(t, os.Chmod(copyRoot, 0o755))
+	for _, f := range formats {
+		master := dovecotUser{t, conf, filepath.Join(p.m.mnt, "vhosts", f+"-user"), f + ":~/mail"}
+		want := master.messages()
+		if n := strings.Count(want, "hdr.subject:"); n != 25 {
+			t.Fatalf("%s: Dovecot shows %d messages on the master, want 25 (30 delivered, 5 expunged):\n%s", f, n, want)
+		}
+		// A copy, so that Dovecot's own index updates do not touch the
+		// replica while the master is still replicating to it.
+		cp := exec.Command("cp", "-a", filepath.Join(p.r.root, "vhosts", f+"-user"), copyRoot)
+		if out, err := cp.CombinedOutput(); err != nil {
+			t.Fatalf("copy the replica: %v\n%s", err, out)
+		}
+		replica := dovecotUser{t, conf, filepath.Join(copyRoot, f+"-user"), f + ":~/mail"}
+		if got := replica.messages(); got != want {
+			t.Errorf("%s: Dovecot on the replica shows\n%s\nand on the master\n%s", f, got, want)
+		}
+	}
+}
