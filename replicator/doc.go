@@ -23,7 +23,9 @@
 //     symlink anywhere in a path (tree.go). Files are opened here and held
 //     until sent, so a rename before sending cannot lose them. An object
 //     already gone (renamed or removed by events after this batch) is
-//     remembered as pending, durably, and the next batch starts from it.
+//     remembered as pending, durably, and the next batch starts from it;
+//     if later steps of the batch act on it in place (a link, as in a
+//     dotlock), an empty stand-in is put for them to act on.
 //  4. offer: the GUIDs of the files to put are offered; content crosses the
 //     wire only for what the replica lacks, once per batch however many
 //     mailboxes it was delivered to; the rest is copied on the replica.
