@@ -50,11 +50,20 @@ func (u dovecotUser) messages() string {
 	return regexp.MustCompile(`\\Recent ?`).ReplaceAllString(out, "")
 }
 
+// location is Dovecot's mail_location for format f in the user's home.
+func location(f string) string {
+	if f == "mbox" {
+		return "mbox:~/mail:INBOX=~/mail/inbox"
+	}
+	return f + ":~/mail"
+}
+
 // TestDovecot: Dovecot itself, unmodified, as an unprivileged mail user,
-// in each of its three mail formats: its LDA (what Postfix or Exim run to
-// deliver) delivers through the mount, doveadm makes a folder, moves,
-// flags and expunges, and for mdbox purges (which rewrites its storage
-// files). The replica ends identical, and Dovecot reading a copy of it
+// in each of its mail formats (maildir, sdbox, mdbox, and mbox, which
+// appends to one file and rewrites it on expunge): its LDA (what Postfix
+// or Exim run to deliver) delivers through the mount, doveadm makes a
+// folder, moves, flags and expunges, and for mdbox purges (which rewrites
+// its storage files). The replica ends identical, and Dovecot reading a copy of it
 // shows the same messages with the same folders, UIDs and flags.
 func TestDovecot(t *testing.T) {
 	testenv.NeedProgram(t, "doveadm", "dovecot-core")
@@ -73,13 +82,13 @@ func TestDovecot(t *testing.T) {
 	must(t, os.WriteFile(conf, []byte(fmt.Sprintf(
 		"log_path = /dev/stderr\nssl = no\nprotocols =\nbase_dir = %s/run\nmail_fsync = always\n", etc)), 0o644))
 
-	formats := []string{"maildir", "sdbox", "mdbox"}
+	formats := []string{"maildir", "sdbox", "mdbox", "mbox"}
 	must(t, os.Mkdir(filepath.Join(p.m.mnt, "vhosts"), 0o755))
 	for _, f := range formats {
 		home := filepath.Join(p.m.mnt, "vhosts", f+"-user")
 		must(t, os.Mkdir(home, 0o700))
 		must(t, os.Chown(home, dovecotUID, dovecotGID))
-		u := dovecotUser{t, conf, home, f + ":~/mail"}
+		u := dovecotUser{t, conf, home, location(f)}
 		for i := 1; i <= 30; i++ {
 			msg := fmt.Sprintf("From: sender%d@example.org\nTo: %s@example.org\nSubject: %s message %d\nMessage-ID: <%d.%s@example.org>\n\n%s",
 				i, f, f, i, i, f, strings.Repeat(fmt.Sprintf("line %d of a message body\n", i), 20+i))
@@ -98,7 +107,7 @@ func TestDovecot(t *testing.T) {
 	copyRoot := t.TempDir()
 	must(t, os.Chmod(copyRoot, 0o755))
 	for _, f := range formats {
-		master := dovecotUser{t, conf, filepath.Join(p.m.mnt, "vhosts", f+"-user"), f + ":~/mail"}
+		master := dovecotUser{t, conf, filepath.Join(p.m.mnt, "vhosts", f+"-user"), location(f)}
 		want := master.messages()
 		if n := strings.Count(want, "hdr.subject:"); n != 25 {
 			t.Fatalf("%s: Dovecot shows %d messages on the master, want 25 (30 delivered, 5 expunged):\n%s", f, n, want)
@@ -109,7 +118,7 @@ func TestDovecot(t *testing.T) {
 		if out, err := cp.CombinedOutput(); err != nil {
 			t.Fatalf("copy the replica: %v\n%s", err, out)
 		}
-		replica := dovecotUser{t, conf, filepath.Join(copyRoot, f+"-user"), f + ":~/mail"}
+		replica := dovecotUser{t, conf, filepath.Join(copyRoot, f+"-user"), location(f)}
 		if got := replica.messages(); got != want {
 			t.Errorf("%s: Dovecot on the replica shows\n%s\nand on the master\n%s", f, got, want)
 		}
