@@ -154,3 +154,65 @@ func TestIndexFollowsTree(t *testing.T) {
 	})
 	mustHave(false)
 }
+
+// TestPutGUIDFromPinnedSource: a batch removes the only copy of some
+// content and later puts that content by GUID elsewhere (the master saw
+// the replica holding it when it offered). Pinned at the start of the
+// batch, the source still serves the copy; unpinned, the batch would fail
+// for lack of it. A source changed in place by the batch is used only if
+// the copy still hashes to the GUID.
+func TestPutGUIDFromPinnedSource(t *testing.T) {
+	tc := newTestCase(t)
+	const msg = "Subject: moved\r\n\r\nbody\r\n"
+	g, _, _ := guid.Sum(guid.SHA256, str(msg))
+	tc.batch(func(tx *Txn) error { return tx.Put("inbox-a", meta(0o600, t0), str(msg)) })
+	var ok bool
+	tc.batch(func(tx *Txn) error {
+		tx.Pin([]guid.GUID{g})
+		if err := tx.Unlink("inbox-a"); err != nil {
+			return err
+		}
+		var err error
+		ok, err = tx.PutGUID("archive-a", meta(0o600, t0), g)
+		return err
+	})
+	if !ok {
+		t.Fatal("PutGUID after the source's removal: ok=false, want a copy from the pinned source")
+	}
+	tc.wantContent("archive-a", msg)
+
+	// Without the pin the same batch cannot copy.
+	tc.batch(func(tx *Txn) error { return tx.Put("inbox-b", meta(0o600, t0), str(msg+"b")) })
+	gb, _, _ := guid.Sum(guid.SHA256, str(msg+"b"))
+	tc.batch(func(tx *Txn) error {
+		if err := tx.Unlink("inbox-b"); err != nil {
+			return err
+		}
+		var err error
+		ok, err = tx.PutGUID("archive-b", meta(0o600, t0), gb)
+		return err
+	})
+	if ok {
+		t.Fatal("PutGUID copied from a removed source that was not pinned: the test proves nothing")
+	}
+
+	// A pinned source rewritten in place by the batch no longer holds g.
+	tc.batch(func(tx *Txn) error { return tx.Put("inbox-c", meta(0o600, t0), str(msg+"c")) })
+	gc, _, _ := guid.Sum(guid.SHA256, str(msg+"c"))
+	tc.batch(func(tx *Txn) error {
+		tx.Pin([]guid.GUID{gc})
+		if err := tx.WriteRanges("inbox-c", int64(len(msg)+1), []Range{{0, 4}}, str("EVIL")); err != nil {
+			return err
+		}
+		if err := tx.Unlink("inbox-c"); err != nil {
+			return err
+		}
+		var err error
+		ok, err = tx.PutGUID("archive-c", meta(0o600, t0), gc)
+		return err
+	})
+	if ok || tc.exists("archive-c") {
+		t.Fatal("PutGUID copied a pinned source the batch had changed")
+	}
+	tc.wantNoTemp()
+}

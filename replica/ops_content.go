@@ -241,7 +241,87 @@ func (t *Txn) putGUID(p string, meta Meta, g guid.GUID) (bool, error) {
 			return ok, err
 		}
 	}
+	if pin, ok := t.pins[g]; ok {
+		return t.copyPinned(pin, g, meta, par, p)
+	}
 	return false, nil
+}
+
+// pinned is a verified source of a GUID, held open from the start of the
+// batch (Pin).
+type pinned struct {
+	f   *os.File
+	rec record // the index's record of it, which it matched when opened
+}
+
+// Pin opens, before any op of the batch runs, a verified source of each
+// GUID the batch will put by GUID. The batch may remove or replace a
+// source's name before the put that copies it (a message moved to another
+// folder and the old name expunged, in an order that puts the removal
+// first), and the master offered the GUID because the replica held it
+// when the batch was planned; the open file still holds the content.
+// Without it such a batch failed with "lacking GUID" and was sent again
+// whole after a reconnect. PutGUID uses a pin when no indexed name of g
+// is left; the pins are closed when the batch ends.
+func (t *Txn) Pin(gs []guid.GUID) {
+	for _, g := range gs {
+		if _, ok := t.pins[g]; ok || t.check() != nil {
+			continue
+		}
+		for _, c := range t.ix().lookup(g) {
+			f, err := t.openIndexed(c.path)
+			if err != nil {
+				continue
+			}
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) != nil || !c.rec.matches(&st) {
+				f.Close()
+				continue
+			}
+			if t.pins == nil {
+				t.pins = map[guid.GUID]pinned{}
+			}
+			t.pins[g] = pinned{f, c.rec}
+			break
+		}
+	}
+}
+
+// closePins closes the batch's pinned sources.
+func (t *Txn) closePins() {
+	for g, pin := range t.pins {
+		pin.f.Close()
+		delete(t.pins, g)
+	}
+}
+
+// copyPinned puts at p a copy of a pinned source. The pin is vouched for by
+// the index while the file is unchanged since (its inode's record, ctime
+// included, which an unlink of one of its names also moves); otherwise the
+// copy must hash to g.
+func (t *Txn) copyPinned(pin pinned, g guid.GUID, meta Meta, par parent, p string) (bool, error) {
+	if _, err := pin.f.Seek(0, io.SeekStart); err != nil {
+		return false, nil
+	}
+	name, fd, err := t.createTemp()
+	if err != nil {
+		return false, fmt.Errorf("create temp file: %w", err)
+	}
+	dst := os.NewFile(uintptr(fd), name)
+	defer dst.Close()
+	if err := copyFile(dst, pin.f); err != nil {
+		t.dropTemp(name)
+		return false, fmt.Errorf("copy from %s: %w", pin.f.Name(), err)
+	}
+	var now unix.Stat_t
+	if unix.Fstat(int(pin.f.Fd()), &now) != nil || recordOf(&now) != pin.rec {
+		got, _, err := guid.Sum(g.Mode, io.NewSectionReader(dst, 0, math.MaxInt64))
+		if err != nil || got != g {
+			t.dropTemp(name)
+			return false, nil
+		}
+	}
+	return true, t.finish(dst, name, meta, par, p, g)
 }
 
 // copyFrom tries one candidate source of g. A source that is gone, not a

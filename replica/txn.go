@@ -6,6 +6,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"spoolsync/guid"
 )
 
 // maxHeld bounds the fds a Txn keeps for its Commit-time fsyncs; past it the
@@ -24,10 +26,11 @@ type Txn struct {
 	replay  bool     // same seq as an interrupted batch: tolerate missing sources
 	changed bool     // an op touched the tree
 	done    bool
-	err     error          // sticky: a failed early fsync fails Commit
-	dirs    map[fileID]int // touched directories, fsynced at Commit
-	files   map[fileID]int // files written in place, fsynced at Commit
-	putDir  putDir         // kept open across consecutive PutStaged
+	err     error                // sticky: a failed early fsync fails Commit
+	dirs    map[fileID]int       // touched directories, fsynced at Commit
+	files   map[fileID]int       // files written in place, fsynced at Commit
+	putDir  putDir               // kept open across consecutive PutStaged
+	pins    map[guid.GUID]pinned // copy sources held open for the batch (Pin)
 }
 
 // putDir is the directory the last PutStaged landed in, kept open while
@@ -205,6 +208,7 @@ func (t *Txn) Commit() error {
 	t.done = true
 	defer t.s.txnMu.Unlock()
 	t.forgetPutDir()
+	t.closePins()
 	if err := t.syncHeld(); err != nil {
 		t.tx.Rollback()
 		return opErr(op, "", err)
@@ -235,6 +239,7 @@ func (t *Txn) Abort() {
 	t.done = true
 	defer t.s.txnMu.Unlock()
 	t.forgetPutDir()
+	t.closePins()
 	t.closeHeld()
 	t.tx.Rollback()
 	if t.changed {

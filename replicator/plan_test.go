@@ -3,6 +3,7 @@ package replicator
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -271,5 +272,45 @@ func TestInOrderPutOfVanishedObject(t *testing.T) {
 				t.Errorf("pending %+v, want %d entries", pending, c.pending)
 			}
 		})
+	}
+}
+
+// TestTruncateWithoutRanges: a file the replica has is truncated, with no
+// written bytes left below the new size (an mbox emptied, a log file
+// reset). The change must go as a Truncate: a WriteRanges with no range
+// is refused by the wire, and replication stopped on it for good.
+func TestTruncateWithoutRanges(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.WriteFile(spool+"/mbox", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
+	for _, events := range [][]string{{"truncate mbox"}, {"write mbox 100:50", "truncate mbox"}} {
+		p := newPlanner(nil)
+		for _, e := range events {
+			p.add(ev(e))
+		}
+		ops, _, err := r.resolve(p.finish())
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeFiles(ops)
+		var found bool
+		for _, op := range ops {
+			switch m := op.msg.(type) {
+			case *wire.Truncate:
+				found = m.Path == "mbox" && m.Size == 0
+			case *wire.WriteRanges:
+				t.Errorf("%q: WriteRanges with %d ranges", events, len(m.Ranges))
+			}
+		}
+		if !found {
+			t.Errorf("%q: no Truncate of mbox to 0 in %d ops", events, len(ops))
+		}
 	}
 }

@@ -209,6 +209,12 @@ func (r *resolver) write(t *tree, s step) (shipOp, bool) {
 		ranges = append(ranges, wire.Range{Off: rg.Off, Len: l})
 		n += int64(l)
 	}
+	if len(ranges) == 0 {
+		// Only the size changed, or every written byte was truncated away
+		// since (an mbox emptied): WriteRanges needs a range.
+		f.Close()
+		return shipOp{msg: &wire.Truncate{Path: s.path, Size: size}}, true
+	}
 	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}, true
 }
 

@@ -196,6 +196,10 @@ func TestReplication(t *testing.T) {
 	deliver(t, filepath.Join(bob, ".Archive"), "reborn.host", "new content\n")
 	p.waitSynced(t)
 
+	// An mbox emptied: the replica had it, the master truncates it to 0.
+	must(t, os.Truncate(filepath.Join(mnt, "caroline", "mbox"), 0)) // carol was renamed above
+	p.waitSynced(t)
+
 	// The control socket can hand paths to the log: root only.
 	if st, err := os.Stat(statusSocket(filepath.Join(p.m.state, "log"))); err != nil {
 		t.Errorf("control socket: %v", err)

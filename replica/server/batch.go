@@ -135,7 +135,7 @@ func (ss *session) applyAndAck(b *wire.BatchBegin, src string, need []byGUID, sp
 	if err := ss.precheck(b.Seq, need); err != nil {
 		return err
 	}
-	if err := ss.apply(b, src, sp, staged); err != nil {
+	if err := ss.apply(b, src, need, sp, staged); err != nil {
 		return err
 	}
 	ss.noteBatch(b, ops, bytes, time.Since(start))
@@ -169,7 +169,7 @@ func lackingGUID(seq uint64, p string, g wire.GUID) error {
 // apply syncs the staged content, runs the spooled batch in one Txn (the
 // staged Puts by rename) and commits it. On any error the
 // Txn is aborted and the error is one to send to the client.
-func (ss *session) apply(b *wire.BatchBegin, src string, sp *spool, staged []*replica.Staged) error {
+func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged) error {
 	txn, err := ss.store.Begin(src, b.Seq)
 	if errors.Is(err, replica.ErrAlreadyApplied) {
 		// Another connection of this source applied it while it arrived.
@@ -178,6 +178,12 @@ func (ss *session) apply(b *wire.BatchBegin, src string, sp *spool, staged []*re
 	if err != nil {
 		return ss.applyError(b.Seq, err)
 	}
+	// The batch may remove a copy source before the put that copies it.
+	gs := make([]guid.GUID, len(need))
+	for i, n := range need {
+		gs[i] = toGUID(n.g)
+	}
+	txn.Pin(gs)
 	if len(staged) > 0 {
 		if err := ss.store.SyncStaged(); err != nil {
 			txn.Abort()
