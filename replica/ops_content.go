@@ -254,6 +254,12 @@ type pinned struct {
 	rec record // the index's record of it, which it matched when opened
 }
 
+// maxPins bounds the files a batch holds open as copy sources: one per
+// distinct GUID put by GUID, which a large sync_batch_size could make many
+// thousands. A batch past it that removes an unpinned source before its
+// copy fails as before and is sent again with the content inline.
+const maxPins = 1024
+
 // Pin opens, before any op of the batch runs, a verified source of each
 // GUID the batch will put by GUID. The batch may remove or replace a
 // source's name before the put that copies it (a message moved to another
@@ -265,6 +271,9 @@ type pinned struct {
 // is left; the pins are closed when the batch ends.
 func (t *Txn) Pin(gs []guid.GUID) {
 	for _, g := range gs {
+		if len(t.pins) >= maxPins {
+			return
+		}
 		if _, ok := t.pins[g]; ok || t.check() != nil {
 			continue
 		}
