@@ -80,6 +80,10 @@
 // blindly, so PutGUID never puts wrong content. Put, PutGUID, Link and
 // Rename index; WriteRanges, Truncate and Unlink drop; metadata ops
 // re-stamp the ctime of an entry that was valid just before.
+// A batch opens a verified source of each GUID it puts by GUID before its
+// first op (Txn.Pin, at most maxPins), so a put whose source the same batch
+// removed earlier still finds the content; a pinned file changed since is
+// used only if the copy hashes to the GUID.
 //
 // # State database (StateDir/index.db, bbolt)
 //
