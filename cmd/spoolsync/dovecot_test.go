@@ -99,10 +99,21 @@ func TestDovecot(t *testing.T) {
 		must(t, os.Chown(home, dovecotUID, dovecotGID))
 		u := dovecotUser{t, conf, home, location(f)}
 		// Four deliveries at a time, as an MTA runs them: Dovecot's own
-		// locks (dotlocks, fcntl) keep them apart, through the mount.
+		// locks (dotlocks, fcntl) keep them apart, through the mount. The
+		// first goes alone: Dovecot creating a new user's INBOX from
+		// several processes at once can take two fcntl locks in opposite
+		// orders and abort one delivery with EDEADLK (a temporary failure
+		// the MTA retries). The wider timing of any FUSE mount exposes it:
+		// about 3 in 1,000 such deliveries here, through go-fuse's stock
+		// loopback as through spoolsync, none in 1,200 on the local disk.
 		errs := make(chan error, 30)
 		sem := make(chan struct{}, 4)
 		for i := 1; i <= 30; i++ {
+			if i == 2 {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
 			msg := fmt.Sprintf("From: sender%d@example.org\nTo: %s@example.org\nSubject: %s message %d\nMessage-ID: <%d.%s@example.org>\n\n%s",
 				i, f, f, i, i, f, strings.Repeat(fmt.Sprintf("line %d of a message body\n", i), 20+i))
 			sem <- struct{}{}
@@ -112,7 +123,7 @@ func TestDovecot(t *testing.T) {
 				errs <- err
 			}()
 		}
-		for range 30 {
+		for range 29 {
 			if err := <-errs; err != nil {
 				t.Fatal(err)
 			}
