@@ -471,3 +471,33 @@ func TestUncleanStopLostEvents(t *testing.T) {
 	p.mount = startMount(t, p.m)
 	p.waitSynced(t)
 }
+
+// TestLinkDelivery: the maildir specification's delivery, which qmail and
+// Postfix's local agent use: write tmp/NAME, fsync, link it to new/NAME,
+// unlink tmp/NAME; also without the fsync, where create, link and unlink
+// can share one batch, and a lock file taken the same way and dropped.
+func TestLinkDelivery(t *testing.T) {
+	p := newPair(t, "")
+	md := filepath.Join(p.m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	for i := 0; i < 40; i++ {
+		name := fmt.Sprintf("%d.link.host", i)
+		tmp := filepath.Join(md, "tmp", name)
+		if i%2 == 0 {
+			writeFsynced(t, tmp, message(i))
+		} else {
+			must(t, os.WriteFile(tmp, []byte(message(i)), 0o600))
+		}
+		must(t, os.Link(tmp, filepath.Join(md, "new", name)))
+		must(t, os.Remove(tmp))
+		lock := filepath.Join(md, "lock")
+		must(t, os.WriteFile(lock+".tmp", []byte("pid\n"), 0o600))
+		must(t, os.Link(lock+".tmp", lock))
+		must(t, os.Remove(lock+".tmp"))
+		must(t, os.Remove(lock))
+	}
+	p.waitSynced(t)
+	if got := len(messages(t, p.r.root)); got != 40 {
+		t.Fatalf("%d messages on the replica, want 40", got)
+	}
+}
