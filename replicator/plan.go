@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"math"
 	"slices"
 	"strings"
 
@@ -170,6 +171,14 @@ func (p *planner) add(ev *synclog.Event) {
 		if !l.created {
 			for _, r := range ev.Ranges {
 				l.ranges = synclog.AddRange(l.ranges, r, wire.MaxRanges)
+			}
+			if ev.Op == synclog.OpTruncate {
+				// Past the new size the replica's bytes are void: whatever
+				// the file holds there when the batch is read (zeros of a
+				// hole, or bytes later events wrote) must be sent, not
+				// only the ranges this batch saw written (the resolver
+				// cuts the range at the file's size then).
+				l.ranges = synclog.AddRange(l.ranges, synclog.Range{Off: ev.Size, Len: math.MaxUint64 - ev.Size}, wire.MaxRanges)
 			}
 			l.sized = true
 		}

@@ -132,9 +132,11 @@ func TestPlan(t *testing.T) {
 		{"pending writes of a file the replica has",
 			[]pendingEntry{{Path: "d/mbox", ReplicaHas: true, Ranges: []synclog.Range{{Off: 5, Len: 5}}}}, []string{"rename d/mbox d/mbox.old"},
 			[]string{"rename d/mbox d/mbox.old", "write d/mbox.old 5:5", "attrs d/mbox.old", "attrs d"}},
+		// A truncate (here to 0) voids the replica's bytes past the new
+		// size: all the file holds from there when read is sent.
 		{"truncate then chmod",
 			nil, []string{"truncate x", "chmod x"},
-			[]string{"write x", "attrs x"}},
+			[]string{"write x 0:18446744073709551615", "attrs x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := plan(tc.pending, tc.events...)
@@ -313,4 +315,39 @@ func TestTruncateWithoutRanges(t *testing.T) {
 			t.Errorf("%q: no Truncate of mbox to 0 in %d ops", events, len(ops))
 		}
 	}
+}
+
+// TestTruncateSendsWhatFollows: a file the replica has is truncated to 0
+// and, before the batch is read, written again past a hole (a later
+// event's pwrite at offset 7). The replica still holds the old bytes, so
+// the batch must send all the file holds from the truncated size on —
+// the hole's zeros included — not only set the size, which would leave
+// the old bytes in the hole.
+func TestTruncateSendsWhatFollows(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.WriteFile(spool+"/y", append(make([]byte, 7), "OVERWRITE"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
+	p := newPlanner(nil)
+	p.add(ev("truncate y"))
+	ops, _, err := r.resolve(p.finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(ops)
+	for _, op := range ops {
+		if w, ok := op.msg.(*wire.WriteRanges); ok {
+			if len(w.Ranges) != 1 || w.Ranges[0] != (wire.Range{Off: 0, Len: 16}) || w.Size != 16 {
+				t.Fatalf("WriteRanges %+v, want all 16 bytes", w)
+			}
+			return
+		}
+	}
+	t.Fatal("no WriteRanges for the truncated file")
 }
