@@ -130,10 +130,31 @@ func (n *Node) remove(ctx context.Context, name string, op synclog.Op, do func(c
 	if ch := n.GetChild(name); ch != nil {
 		ino = ch.StableAttr().Ino
 	}
+	var survivor string
+	if op == synclog.OpUnlink {
+		survivor = survivorHandle(n.backingPath(name))
+	}
 	if errno := do(ctx, name); errno != 0 {
 		return errno
 	}
-	return n.c.append(&synclog.Event{Op: op, Path: n.childPath(name), Ino: ino})
+	return n.c.append(&synclog.Event{Op: op, Path: n.childPath(name), Path2: survivor, Ino: ino})
+}
+
+// survivorHandle returns the file handle (synclog.FileHandle) of the
+// regular file at p if other hard links will keep it once p is unlinked,
+// else "". The replicator reads through it what was written via p and not
+// yet shipped; nothing else can reach the file then. A filesystem without
+// handles gives "" (see the README's known limits).
+func survivorHandle(p string) string {
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
+		return ""
+	}
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, p, 0)
+	if err != nil {
+		return ""
+	}
+	return synclog.FileHandle(h.Type(), h.Bytes())
 }
 
 // Rename runs with the namespace lock held for writing by renameSerializer
@@ -147,10 +168,14 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if ch := n.GetChild(name); ch != nil {
 		ino = ch.StableAttr().Ino
 	}
+	var replaced string // the handle of a file the rename replaces, if other names keep it
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		replaced = survivorHandle(np.backingPath(newName))
+	}
 	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
 		return errno
 	}
-	errno := n.c.append(&synclog.Event{Op: synclog.OpRename, Path: n.childPath(name), Path2: np.childPath(newName), Flags: flags, Ino: ino})
+	errno := n.c.append(&synclog.Event{Op: synclog.OpRename, Path: n.childPath(name), Path2: np.childPath(newName), Name: replaced, Flags: flags, Ino: ino})
 	if errno != 0 {
 		// Undo what can be undone: an exchange by exchanging again, a
 		// rename by renaming back unless that would replace something.

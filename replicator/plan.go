@@ -40,6 +40,15 @@ type step struct {
 	flags  uint32
 	src    string          // stepPut: where to read the object when sending (its final name)
 	ranges []synclog.Range // stepWrite
+	// ino: stepPut, stepWrite, stepAttrs: the object's inode number, as
+	// its events gave it (0: unknown). A later rename or exchange can put
+	// another object at the name before the batch is read; the resolver
+	// then must not ship that one's content or attributes as this one's.
+	ino uint64
+	// handle: stepWrite, stepAttrs of a file whose name path goes next in
+	// the batch while other hard links keep it: read it through this file
+	// handle (synclog.FileHandle), the name being gone on the master.
+	handle string
 	// inOrder: a stepPut that later steps of the batch act on in place (a
 	// link, an exchange, a rename of the object). If the object cannot be
 	// read when the batch is sent (gone by the end of the batch, or by
@@ -68,8 +77,9 @@ type pendingEntry struct {
 
 // lineage is one object followed through the renames of a batch.
 type lineage struct {
-	created bool // the replica has no copy: ship it whole
-	inOrder bool // created, but linked or exchanged: already put in place
+	ino     uint64 // inode number from its events; 0 if none said
+	created bool   // the replica has no copy: ship it whole
+	inOrder bool   // created, but linked or exchanged: already put in place
 	isDir   bool
 	names   int // names it has at this point of the batch
 	ranges  []synclog.Range
@@ -158,6 +168,7 @@ func (p *planner) add(ev *synclog.Event) {
 		p.dirs[parent(ev.Path)] = true
 		p.forget(ev.Path)
 		l := p.newLineage(ev.Path, true, false)
+		l.ino = ev.Ino
 		p.placePut(l, ev.Path)
 	case synclog.OpMkdir:
 		// Directories go in order (their children need them); the mkdir
@@ -168,6 +179,7 @@ func (p *planner) add(ev *synclog.Event) {
 		l.puts = append(l.puts, p.emit(step{kind: stepMkdir, path: ev.Path}))
 	case synclog.OpWrite, synclog.OpTruncate:
 		l := p.track(ev.Path)
+		l.learnIno(ev.Ino)
 		if !l.created {
 			for _, r := range ev.Ranges {
 				l.ranges = synclog.AddRange(l.ranges, r, wire.MaxRanges)
@@ -187,10 +199,13 @@ func (p *planner) add(ev *synclog.Event) {
 			p.dirs["."] = true
 			return
 		}
-		p.track(ev.Path).attrs = true
+		l := p.track(ev.Path)
+		l.learnIno(ev.Ino)
+		l.attrs = true
 	case synclog.OpUnlink:
 		// Also for an object created in the batch: see leftover.
 		p.dirs[parent(ev.Path)] = true
+		p.sendBeforeLosing(ev.Path, ev.Path2)
 		p.forget(ev.Path)
 		p.emit(step{kind: stepUnlink, path: ev.Path})
 	case synclog.OpRmdir:
@@ -211,6 +226,32 @@ func (p *planner) add(ev *synclog.Event) {
 			p.byPath[ev.Path2] = l
 			l.names++
 		}
+	}
+}
+
+// sendBeforeLosing is called when the name path is about to go (unlinked,
+// or replaced by a rename) while other hard links keep its file, whose
+// handle is given (synclog.FileHandle; "" when no other link keeps it).
+// If the batch changed the file and knows it by no other name, the
+// changes are sent now, to this name, which shares the file on the replica
+// too, read through the handle; at the end of the batch no name would be
+// left to send them to.
+func (p *planner) sendBeforeLosing(path, handle string) {
+	l := p.byPath[path]
+	if handle == "" || l == nil || l.created || l.names != 1 || !(l.sized || l.attrs) {
+		return
+	}
+	if l.sized {
+		p.emit(step{kind: stepWrite, path: path, ranges: l.ranges, handle: handle})
+	}
+	p.emit(step{kind: stepAttrs, path: path, handle: handle})
+	l.sized, l.ranges, l.attrs = false, nil, false
+}
+
+// learnIno records the inode number an event gave, if none was known.
+func (l *lineage) learnIno(ino uint64) {
+	if l.ino == 0 {
+		l.ino = ino
 	}
 }
 
@@ -254,6 +295,9 @@ func (p *planner) rename(ev *synclog.Event) {
 	p.dirs[parent(from)] = true
 	p.dirs[parent(to)] = true
 	lf := p.byPath[from]
+	if lf != nil {
+		lf.learnIno(ev.Ino)
+	}
 	if ev.Flags&unix.RENAME_EXCHANGE != 0 {
 		// Both objects must be in place on the replica to be swapped.
 		for _, path := range []string{from, to} {
@@ -270,12 +314,14 @@ func (p *planner) rename(ev *synclog.Event) {
 		// (see leftover). What the master replaced at `to` goes when the
 		// object leaves `to` in turn, or is replaced by its put there.
 		p.emit(step{kind: stepUnlink, path: from})
+		p.sendBeforeLosing(to, ev.Name)
 		p.forget(to)
 		delete(p.byPath, from)
 		p.byPath[to] = lf
 		p.placePut(lf, to)
 		return
 	}
+	p.sendBeforeLosing(to, ev.Name)
 	p.forget(to)
 	// The replica does the same rename; NOREPLACE is dropped because the
 	// master's succeeded, and a replayed batch must not fail on it.
@@ -345,6 +391,7 @@ func (p *planner) finish() []step {
 			case l.inOrder || alive:
 				p.steps[last].src = name // "" if gone by the end: later steps remove it
 				p.steps[last].inOrder = l.inOrder && !l.isDir
+				p.steps[last].ino = l.ino
 			default:
 				p.steps[last].kind = 0
 			}
@@ -357,10 +404,10 @@ func (p *planner) finish() []step {
 			continue
 		}
 		if l.sized {
-			p.steps = append(p.steps, step{kind: stepWrite, path: name, ranges: l.ranges})
+			p.steps = append(p.steps, step{kind: stepWrite, path: name, ranges: l.ranges, ino: l.ino})
 		}
 		if l.attrs || l.sized {
-			p.steps = append(p.steps, step{kind: stepAttrs, path: name})
+			p.steps = append(p.steps, step{kind: stepAttrs, path: name, ino: l.ino})
 		}
 	}
 	dirs := make([]string, 0, len(p.dirs))

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spoolsync/guid"
+	"spoolsync/internal/testenv"
 	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
@@ -350,4 +351,103 @@ func TestTruncateSendsWhatFollows(t *testing.T) {
 		}
 	}
 	t.Fatal("no WriteRanges for the truncated file")
+}
+
+// TestWriteThroughRemovedLink: bytes written through one hard link of a
+// file, which the same batch then unlinks, while another link keeps the
+// file. The replica's file shares both names, so the write must still
+// reach it: through the removed name, before its unlink, with the content
+// read through the file handle the unlink event carries (no name of the
+// file may be known to the batch).
+func TestWriteThroughRemovedLink(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.WriteFile(spool+"/keep", []byte("new content!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(spool+"/keep", spool+"/gone"); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, spool+"/gone", 0)
+	if err != nil {
+		if testenv.Required() {
+			t.Fatalf("name_to_handle_at on %s: %v", spool, err)
+		}
+		t.Skipf("the test directory's filesystem has no file handles: %v", err)
+	}
+	if err := os.Remove(spool + "/gone"); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
+	p := newPlanner(nil)
+	p.add(ev("write gone 0:12"))
+	unlink := ev("unlink gone")
+	unlink.Path2 = synclog.FileHandle(h.Type(), h.Bytes())
+	p.add(unlink)
+	ops, _, err := r.resolve(p.finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(ops)
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.WriteRanges:
+			b := make([]byte, 12)
+			n, _ := op.file.ReadAt(b, 0)
+			got = append(got, fmt.Sprintf("WriteRanges %s %v %q", m.Path, m.Ranges, b[:n]))
+		case *wire.SetAttr:
+			if m.Path == "gone" {
+				got = append(got, "SetAttr "+m.Path)
+			}
+		case *wire.Unlink:
+			got = append(got, "Unlink "+m.Path)
+		}
+	}
+	want := []string{`WriteRanges gone [{0 12}] "new content!"`, "SetAttr gone", "Unlink gone"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ops %q, want %q", got, want)
+	}
+}
+
+// TestPutOfReplacedName: by the time a batch is read, another object has
+// taken the name of the one it created (a later rename over it). Its put
+// must not ship that object's content as this one's: it is pending, and
+// the later events say where it went.
+func TestPutOfReplacedName(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.WriteFile(spool+"/f", []byte("someone else"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
+	var st unix.Stat_t
+	if err := unix.Lstat(spool+"/f", &st); err != nil {
+		t.Fatal(err)
+	}
+	create := ev("create f")
+	create.Ino = st.Ino + 1 // the created object: not the one at f now
+	p := newPlanner(nil)
+	p.add(create)
+	ops, pending, err := r.resolve(p.finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(ops)
+	for _, op := range ops {
+		if m, ok := op.msg.(*wire.Put); ok {
+			t.Errorf("put %s of another object's content", m.Path)
+		}
+	}
+	if len(pending) != 1 || pending[0].Path != "f" {
+		t.Errorf("pending %+v, want f", pending)
+	}
 }

@@ -3,6 +3,7 @@ package replicator
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/internal/xattr"
+	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
 
@@ -86,19 +88,31 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				return nil, nil, err
 			}
 			if op.vanish {
-				if s.src != "" {
-					pending = append(pending, pendingEntry{Path: s.src})
-				}
-				if s.inOrder {
+				switch {
+				case s.inOrder:
 					// Dovecot's dotlock (create, link to the lock name,
 					// unlink, later unlink the lock) is such an object.
 					ops = append(ops, shipOp{msg: &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: 0o600}})
+					if s.src != "" {
+						// The stand-in ends the batch with the object's
+						// names, hard links included: the next batch fills
+						// it in place, so that every name gets the content.
+						pending = append(pending, pendingEntry{Path: s.src, ReplicaHas: true, Ranges: []synclog.Range{{Off: 0, Len: math.MaxUint64}}})
+					}
+				case s.src != "":
+					pending = append(pending, pendingEntry{Path: s.src})
 				}
 				continue
 			}
 			ops = append(ops, op)
 			ops = append(ops, setXattrs(s.path, t.xattrs(s.src))...)
 		case stepWrite:
+			if s.handle != "" {
+				if f, st, ok := t.openHandle(s.handle); ok {
+					ops = append(ops, r.writeFrom(f, st, s))
+				}
+				continue // else gone by now: its other names went too
+			}
 			op, ok := r.write(t, s)
 			if !ok {
 				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, Ranges: s.ranges})
@@ -122,9 +136,23 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		case stepLink:
 			ops = append(ops, shipOp{msg: &wire.Link{Existing: s.path, New: s.path2}})
 		case stepAttrs:
+			if s.handle != "" {
+				if f, st, ok := t.openHandle(s.handle); ok {
+					f.Close()
+					ops = append(ops, shipOp{msg: &wire.SetAttr{Path: s.path, Mask: wire.AttrMode | wire.AttrOwner | wire.AttrTimes,
+						Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}})
+				}
+				continue
+			}
 			st, err := t.lstat(s.path)
 			if err != nil {
 				continue // gone: a later event removes it on the replica too
+			}
+			if !t.sameObject(st, s.ino) {
+				// Another object took the name: the next batch's events
+				// move this one, and its attributes go then.
+				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true})
+				continue
 			}
 			mask := uint32(wire.AttrMode | wire.AttrOwner | wire.AttrTimes)
 			if st.Mode&unix.S_IFMT == unix.S_IFLNK {
@@ -153,13 +181,19 @@ func mtime(st *unix.Stat_t) int64 { return st.Mtim.Nano() }
 // the content), a symlink or a fifo.
 func (r *resolver) put(t *tree, s step) (shipOp, error) {
 	st, err := t.lstat(s.src)
-	if err != nil {
+	if err != nil || !t.sameObject(st, s.ino) {
+		// Gone, or another object took the name since (a later rename
+		// or exchange): this one is pending, and the events that moved
+		// it say where it went.
 		return shipOp{vanish: true}, nil
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f, st, ok := t.open(s.src)
-		if !ok {
+		if !ok || !t.sameObject(st, s.ino) {
+			if ok {
+				f.Close()
+			}
 			return shipOp{vanish: true}, nil
 		}
 		p := &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid,
@@ -198,6 +232,16 @@ func (r *resolver) write(t *tree, s step) (shipOp, bool) {
 	if !ok {
 		return shipOp{}, false
 	}
+	if !t.sameObject(st, s.ino) {
+		f.Close()
+		return shipOp{}, false
+	}
+	return r.writeFrom(f, st, s), true
+}
+
+// writeFrom is write of the file open as f: the step's ranges cut at its
+// size, or a Truncate when none is left.
+func (r *resolver) writeFrom(f *os.File, st *unix.Stat_t, s step) shipOp {
 	size := uint64(st.Size)
 	var ranges []wire.Range
 	var n int64
@@ -213,9 +257,9 @@ func (r *resolver) write(t *tree, s step) (shipOp, bool) {
 		// Only the size changed, or every written byte was truncated away
 		// since (an mbox emptied): WriteRanges needs a range.
 		f.Close()
-		return shipOp{msg: &wire.Truncate{Path: s.path, Size: size}}, true
+		return shipOp{msg: &wire.Truncate{Path: s.path, Size: size}}
 	}
-	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}, true
+	return shipOp{msg: &wire.WriteRanges{Path: s.path, Size: size, Ranges: ranges}, file: f, src: s.path, size: n, ranges: ranges}
 }
 
 // closeFiles releases the content files of ops.

@@ -9,6 +9,7 @@ import (
 
 	"spoolsync/internal/walk"
 	"spoolsync/internal/xattr"
+	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
 
@@ -23,6 +24,7 @@ import (
 type tree struct {
 	backing string
 	rootfd  int
+	dev     uint64 // the backing dir's device
 	dir     string // the directory dirfd is open at, "" for none
 	dirfd   int
 }
@@ -32,7 +34,21 @@ func openTree(backing string) (*tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the backing dir %s: %w", backing, err)
 	}
-	return &tree{backing: backing, rootfd: fd, dirfd: -1}, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat the backing dir %s: %w", backing, err)
+	}
+	return &tree{backing: backing, rootfd: fd, dev: uint64(st.Dev), dirfd: -1}, nil
+}
+
+// sameObject reports whether st is the object whose events gave inode
+// number ino (0: not known; trusted). The mount's inode numbers are the
+// backing dir's on its own device; on another device (a filesystem
+// mounted inside the spool) they are mixed with the device, and not
+// compared.
+func (t *tree) sameObject(st *unix.Stat_t, ino uint64) bool {
+	return ino == 0 || uint64(st.Dev) != t.dev || st.Ino == ino
 }
 
 func (t *tree) close() {
@@ -102,6 +118,28 @@ func (t *tree) open(p string) (*os.File, *unix.Stat_t, bool) {
 		return nil, nil, false
 	}
 	return os.NewFile(uintptr(fd), path.Join(t.backing, p)), &st, true
+}
+
+// openHandle opens the regular file a synclog.FileHandle names, on the
+// backing dir's filesystem; false if it is gone (a stale handle) or not a
+// regular file. The handle comes from the sync log, which only this
+// process writes; a handle never outlives its inode's generation, so it
+// cannot open a later file that reuses the inode number.
+func (t *tree) openHandle(h string) (*os.File, *unix.Stat_t, bool) {
+	typ, b, ok := synclog.ParseFileHandle(h)
+	if !ok {
+		return nil, nil, false
+	}
+	fd, err := unix.OpenByHandleAt(t.rootfd, unix.NewFileHandle(typ, b), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, nil, false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, nil, false
+	}
+	return os.NewFile(uintptr(fd), "handle "+h), &st, true
 }
 
 // readlink returns the target of the symlink at p.

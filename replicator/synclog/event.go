@@ -1,6 +1,11 @@
 package synclog
 
-import "fmt"
+import (
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Op is the kind of change an Event records.
 type Op uint8
@@ -13,8 +18,8 @@ const (
 	OpTruncate    Op = 3  // Path was truncated or extended to Size bytes
 	OpMkdir       Op = 4  // a new directory at Path
 	OpRmdir       Op = 5  // the directory Path was removed
-	OpUnlink      Op = 6  // the name Path was removed
-	OpRename      Op = 7  // Path was renamed to Path2; Flags holds RENAME_NOREPLACE / RENAME_EXCHANGE
+	OpUnlink      Op = 6  // the name Path was removed; Path2: the file's handle if other names keep it (see FileHandle)
+	OpRename      Op = 7  // Path was renamed to Path2; Flags holds RENAME_NOREPLACE / RENAME_EXCHANGE; Name: the replaced file's handle if other names keep it
 	OpLink        Op = 8  // Path2 is a new hard link to Path
 	OpSymlink     Op = 9  // Path is a new symlink whose target is Path2
 	OpMknod       Op = 10 // Path is a new special file (fifo); Flags holds the mode
@@ -86,4 +91,33 @@ func (o *Op) UnmarshalText(b []byte) error {
 		}
 	}
 	return fmt.Errorf("unknown op %q", b)
+}
+
+// FileHandle is how an OpUnlink's Path2 (and an OpRename's Name, for the
+// file the rename replaces) names a regular file that other hard links
+// keep after the name is gone: its name_to_handle_at(2) handle,
+// as "fh:<type>:<hex>". Writes made through Path and not yet shipped must
+// still reach the replica's copy of that file, which its other names
+// share, and once Path is gone the handle is the only way to read them
+// (the other names may never have been seen by the mount).
+func FileHandle(typ int32, handle []byte) string {
+	return fmt.Sprintf("fh:%d:%x", typ, handle)
+}
+
+// ParseFileHandle reverses FileHandle; ok is false for anything else.
+func ParseFileHandle(s string) (typ int32, handle []byte, ok bool) {
+	rest, found := strings.CutPrefix(s, "fh:")
+	if !found {
+		return 0, nil, false
+	}
+	t, h, found := strings.Cut(rest, ":")
+	n, err := strconv.ParseInt(t, 10, 32)
+	if !found || err != nil {
+		return 0, nil, false
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 || len(b) > 128 { // MAX_HANDLE_SZ
+		return 0, nil, false
+	}
+	return int32(n), b, true
 }
