@@ -40,7 +40,12 @@
 //     batch whose seq it has applied, and its ops are idempotent.
 //   - Content is always the newest: it is read when the batch is sent, so a
 //     replica can be ahead of the log's position for a file, never behind
-//     it once the log is shipped.
+//     it once the log is shipped. It is also the same object's: steps carry
+//     the inode number their events gave, and a name another object took
+//     since makes the object pending rather than shipping the other's
+//     bytes. Changes made through a hard link that goes in the batch are
+//     sent to it before it goes, read through the file handle its event
+//     carries (synclog.FileHandle).
 //   - The replica knows a channel as name@log-id: sequence numbers are
 //     meaningful only within one log, and a master whose log was
 //     re-created must not have its first events taken as already applied.
