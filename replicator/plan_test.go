@@ -287,22 +287,8 @@ func TestTruncateWithoutRanges(t *testing.T) {
 	if err := os.WriteFile(spool+"/mbox", nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
-	for _, events := range [][]string{{"truncate mbox"}, {"write mbox 100:50", "truncate mbox"}} {
-		p := newPlanner(nil)
-		for _, e := range events {
-			p.add(ev(e))
-		}
-		ops, _, err := r.resolve(p.finish())
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeFiles(ops)
+	for _, events := range [][]any{{"truncate mbox"}, {"write mbox 100:50", "truncate mbox"}} {
+		ops, _ := resolveEvents(t, spool, events...)
 		var found bool
 		for _, op := range ops {
 			switch m := op.msg.(type) {
@@ -329,19 +315,7 @@ func TestTruncateSendsWhatFollows(t *testing.T) {
 	if err := os.WriteFile(spool+"/y", append(make([]byte, 7), "OVERWRITE"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
-	p := newPlanner(nil)
-	p.add(ev("truncate y"))
-	ops, _, err := r.resolve(p.finish())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFiles(ops)
+	ops, _ := resolveEvents(t, spool, "truncate y")
 	for _, op := range ops {
 		if w, ok := op.msg.(*wire.WriteRanges); ok {
 			if len(w.Ranges) != 1 || w.Ranges[0] != (wire.Range{Off: 0, Len: 16}) || w.Size != 16 {
@@ -377,22 +351,9 @@ func TestWriteThroughRemovedLink(t *testing.T) {
 	if err := os.Remove(spool + "/gone"); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
-	p := newPlanner(nil)
-	p.add(ev("write gone 0:12"))
 	unlink := ev("unlink gone")
 	unlink.Path2 = synclog.FileHandle(h.Type(), h.Bytes())
-	p.add(unlink)
-	ops, _, err := r.resolve(p.finish())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFiles(ops)
+	ops, _ := resolveEvents(t, spool, "write gone 0:12", unlink)
 	var got []string
 	for _, op := range ops {
 		switch m := op.msg.(type) {
@@ -423,25 +384,13 @@ func TestPutOfReplacedName(t *testing.T) {
 	if err := os.WriteFile(spool+"/f", []byte("someone else"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
 	var st unix.Stat_t
 	if err := unix.Lstat(spool+"/f", &st); err != nil {
 		t.Fatal(err)
 	}
 	create := ev("create f")
 	create.Ino = st.Ino + 1 // the created object: not the one at f now
-	p := newPlanner(nil)
-	p.add(create)
-	ops, pending, err := r.resolve(p.finish())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFiles(ops)
+	ops, pending := resolveEvents(t, spool, create)
 	for _, op := range ops {
 		if m, ok := op.msg.(*wire.Put); ok {
 			t.Errorf("put %s of another object's content", m.Path)
@@ -450,4 +399,31 @@ func TestPutOfReplacedName(t *testing.T) {
 	if len(pending) != 1 || pending[0].Path != "f" {
 		t.Errorf("pending %+v, want f", pending)
 	}
+}
+
+// resolveEvents plans events (ev's compact forms, or events) as one batch
+// and resolves it against the backing dir spool.
+func resolveEvents(t *testing.T, spool string, events ...any) ([]shipOp, []pendingEntry) {
+	t.Helper()
+	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
+	p := newPlanner(nil)
+	for _, e := range events {
+		switch e := e.(type) {
+		case string:
+			p.add(ev(e))
+		case *synclog.Event:
+			p.add(e)
+		}
+	}
+	ops, pending, err := r.resolve(p.finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeFiles(ops) })
+	return ops, pending
 }

@@ -112,12 +112,17 @@ func (t *tree) open(p string) (*os.File, *unix.Stat_t, bool) {
 	if err != nil {
 		return nil, nil, false
 	}
+	return regularFile(fd, path.Join(t.backing, p))
+}
+
+// regularFile wraps fd if it is a regular file, else closes it.
+func regularFile(fd int, name string) (*os.File, *unix.Stat_t, bool) {
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
 		return nil, nil, false
 	}
-	return os.NewFile(uintptr(fd), path.Join(t.backing, p)), &st, true
+	return os.NewFile(uintptr(fd), name), &st, true
 }
 
 // openHandle opens the regular file a synclog.FileHandle names, on the
@@ -134,12 +139,7 @@ func (t *tree) openHandle(h string) (*os.File, *unix.Stat_t, bool) {
 	if err != nil {
 		return nil, nil, false
 	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		return nil, nil, false
-	}
-	return os.NewFile(uintptr(fd), "handle "+h), &st, true
+	return regularFile(fd, "handle "+h)
 }
 
 // readlink returns the target of the symlink at p.
