@@ -337,6 +337,13 @@ func (c *Channel) healMissing(err error) error {
 			return nil // already sent whole, and still missing: report the error as it is
 		}
 	}
+	if st, err := os.Lstat(filepath.Join(c.res.backing, pe.Path)); err == nil && st.IsDir() {
+		// A directory is not sent whole as a file is: resync it (the
+		// request is kept on disk and runs before the next batch).
+		c.logger.Warn("the replica lacks a directory the batch changes; resyncing it from the master",
+			"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
+		return c.askResync([]string{pe.Path})
+	}
 	c.logger.Warn("the replica lacks a file the batch changes; sending it whole from the master",
 		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
 	list = slices.DeleteFunc(slices.Clone(list), func(e pendingEntry) bool { return e.Path == pe.Path })

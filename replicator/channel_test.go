@@ -1,11 +1,14 @@
 package replicator
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"testing"
 
 	"spoolsync/replicator/synclog"
+	"spoolsync/wire"
 )
 
 // TestAskResyncAddsUp: the mount's rescan after an unclean stop and a
@@ -55,5 +58,40 @@ func TestAskResyncAddsUp(t *testing.T) {
 	must(c.askResync([]string{"u/cy"}))
 	if got, whole := asked(); !whole {
 		t.Errorf("asked = %q; want the whole tree to stay asked for", got)
+	}
+}
+
+// TestHealMissingDirectory: the replica refuses a batch for lack of a
+// directory. A directory cannot be sent whole as a file is (before, it was
+// made pending as a file, and the batch failed again): it is resynced.
+func TestHealMissingDirectory(t *testing.T) {
+	backing := t.TempDir()
+	if err := os.Mkdir(backing+"/b", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	ps, err := openPending(lg.Dir(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg, pending: ps, res: &resolver{backing: backing},
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	refused := &wire.ProtoError{Remote: true, Code: wire.CodeMissing, Path: "b", Msg: "setattr b: no such file or directory"}
+	if err := c.healMissing(refused); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.pending.entries(); len(got) != 0 {
+		t.Errorf("pending %+v: a directory made pending as a file", got)
+	}
+	b, err := os.ReadFile(c.resyncMarker())
+	if err != nil {
+		t.Fatalf("no resync asked for: %v", err)
+	}
+	if dirs, whole := decodeResyncMarker(b); whole || !slices.Equal(dirs, []string{"b"}) {
+		t.Errorf("resync of %q (whole %v), want b", dirs, whole)
 	}
 }

@@ -211,6 +211,15 @@ func (p *planner) add(ev *synclog.Event) {
 	case synclog.OpRmdir:
 		p.dirs[parent(ev.Path)] = true
 		p.forgetTree(ev.Path)
+		// Its times (and those of directories below it) cannot be set
+		// once the replica has removed it: a directory made again at the
+		// same path later, when the batch is read, is another one, whose
+		// own events carry it.
+		for d := range p.dirs {
+			if d == ev.Path || strings.HasPrefix(d, ev.Path+"/") {
+				delete(p.dirs, d)
+			}
+		}
 		p.emit(step{kind: stepRmdir, path: ev.Path})
 	case synclog.OpRename:
 		p.rename(ev)

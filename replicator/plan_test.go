@@ -133,6 +133,11 @@ func TestPlan(t *testing.T) {
 		{"pending writes of a file the replica has",
 			[]pendingEntry{{Path: "d/mbox", ReplicaHas: true, Ranges: []synclog.Range{{Off: 5, Len: 5}}}}, []string{"rename d/mbox d/mbox.old"},
 			[]string{"rename d/mbox d/mbox.old", "write d/mbox.old 5:5", "attrs d/mbox.old", "attrs d"}},
+		// A directory's times cannot be set after its removal (a directory
+		// made again at the path when the batch is read is another one).
+		{"rmdir drops its times",
+			nil, []string{"unlink b/x", "rmdir b"},
+			[]string{"unlink b/x", "rmdir b"}},
 		// A truncate (here to 0) voids the replica's bytes past the new
 		// size: all the file holds from there when read is sent.
 		{"truncate then chmod",
