@@ -123,6 +123,23 @@ type planner struct {
 func newPlanner(pending []pendingEntry) *planner {
 	p := &planner{byPath: map[string]*lineage{}, dirs: map[string]bool{}}
 	for _, e := range pending {
+		if l := p.byPath[e.Path]; l != nil {
+			// The same path pending twice (its bytes and its attributes
+			// were both deferred): one object, whose changes add up.
+			// A new lineage would hide the first, and its bytes with it.
+			switch {
+			case l.created:
+			case !e.ReplicaHas:
+				l.created = true
+				p.placePut(l, e.Path)
+				p.dirs[parent(e.Path)] = true
+			default:
+				for _, r := range e.Ranges {
+					l.ranges = synclog.AddRange(l.ranges, r, wire.MaxRanges)
+				}
+			}
+			continue
+		}
 		l := p.newLineage(e.Path, !e.ReplicaHas, false)
 		l.ranges = slices.Clone(e.Ranges)
 		l.sized = e.ReplicaHas

@@ -133,6 +133,12 @@ func TestPlan(t *testing.T) {
 		{"pending writes of a file the replica has",
 			[]pendingEntry{{Path: "d/mbox", ReplicaHas: true, Ranges: []synclog.Range{{Off: 5, Len: 5}}}}, []string{"rename d/mbox d/mbox.old"},
 			[]string{"rename d/mbox d/mbox.old", "write d/mbox.old 5:5", "attrs d/mbox.old", "attrs d"}},
+		// The same path pending twice (its bytes and its attributes were
+		// both deferred): the bytes are not lost to the second entry.
+		{"pending twice",
+			[]pendingEntry{{Path: "y", ReplicaHas: true, Ranges: []synclog.Range{{Off: 0, Len: 50}}}, {Path: "y", ReplicaHas: true}},
+			nil,
+			[]string{"write y 0:50", "attrs y"}},
 		// A directory's times cannot be set after its removal (a directory
 		// made again at the path when the batch is read is another one).
 		{"rmdir drops its times",
