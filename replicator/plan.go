@@ -233,7 +233,7 @@ func (p *planner) add(ev *synclog.Event) {
 		// same path later, when the batch is read, is another one, whose
 		// own events carry it.
 		for d := range p.dirs {
-			if d == ev.Path || strings.HasPrefix(d, ev.Path+"/") {
+			if under(d, ev.Path) {
 				delete(p.dirs, d)
 			}
 		}

@@ -139,8 +139,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			if s.handle != "" {
 				if f, st, ok := t.openHandle(s.handle); ok {
 					f.Close()
-					ops = append(ops, shipOp{msg: &wire.SetAttr{Path: s.path, Mask: wire.AttrMode | wire.AttrOwner | wire.AttrTimes,
-						Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}})
+					ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 				}
 				continue
 			}
@@ -154,12 +153,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true})
 				continue
 			}
-			mask := uint32(wire.AttrMode | wire.AttrOwner | wire.AttrTimes)
-			if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-				mask &^= wire.AttrMode // a symlink's mode is fixed
-			}
-			ops = append(ops, shipOp{msg: &wire.SetAttr{Path: s.path, Mask: mask, Mode: st.Mode & 07777,
-				UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}})
+			ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 				ops = append(ops, setXattrs(s.path, t.xattrs(s.path))...)
 			}
@@ -176,6 +170,17 @@ func reservedPath(p string) bool {
 }
 
 func mtime(st *unix.Stat_t) int64 { return st.Mtim.Nano() }
+
+// setAttrOf is the SetAttr that gives path on the replica the mode, owner
+// and times in st (not the mode of a symlink, which is fixed).
+func setAttrOf(path string, st *unix.Stat_t) *wire.SetAttr {
+	mask := uint32(wire.AttrMode | wire.AttrOwner | wire.AttrTimes)
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		mask &^= wire.AttrMode
+	}
+	return &wire.SetAttr{Path: path, Mask: mask, Mode: st.Mode & 07777,
+		UID: st.Uid, GID: st.Gid, Mtime: mtime(st), Atime: st.Atim.Nano()}
+}
 
 // put resolves a whole-object step: a file (by GUID when the replica has
 // the content), a symlink or a fifo.
