@@ -312,25 +312,41 @@ func (t *Txn) copyPinned(pin pinned, g guid.GUID, meta Meta, par parent, p strin
 	if _, err := pin.f.Seek(0, io.SeekStart); err != nil {
 		return false, nil
 	}
+	dst, name, ok, err := t.copyChecked(pin.f, g, func() bool {
+		var now unix.Stat_t
+		return unix.Fstat(int(pin.f.Fd()), &now) == nil && recordOf(&now) == pin.rec
+	})
+	if !ok {
+		return false, err
+	}
+	defer dst.Close()
+	return true, t.finish(dst, name, meta, par, p, g)
+}
+
+// copyChecked copies src into a new temp file. vouched, asked once the copy
+// is made, says whether the index vouches for what src held meanwhile; if
+// not, the copy must hash to g. ok is false, the temp file dropped, when
+// it does not (or err, when the copy failed).
+func (t *Txn) copyChecked(src *os.File, g guid.GUID, vouched func() bool) (dst *os.File, name string, ok bool, err error) {
 	name, fd, err := t.createTemp()
 	if err != nil {
-		return false, fmt.Errorf("create temp file: %w", err)
+		return nil, "", false, fmt.Errorf("create temp file: %w", err)
 	}
-	dst := os.NewFile(uintptr(fd), name)
-	defer dst.Close()
-	if err := copyFile(dst, pin.f); err != nil {
+	dst = os.NewFile(uintptr(fd), name)
+	if err := copyFile(dst, src); err != nil {
+		dst.Close()
 		t.dropTemp(name)
-		return false, fmt.Errorf("copy from %s: %w", pin.f.Name(), err)
+		return nil, "", false, fmt.Errorf("copy from %s: %w", src.Name(), err)
 	}
-	var now unix.Stat_t
-	if unix.Fstat(int(pin.f.Fd()), &now) != nil || recordOf(&now) != pin.rec {
+	if !vouched() {
 		got, _, err := guid.Sum(g.Mode, io.NewSectionReader(dst, 0, math.MaxInt64))
 		if err != nil || got != g {
+			dst.Close()
 			t.dropTemp(name)
-			return false, nil
+			return nil, "", false, nil
 		}
 	}
-	return true, t.finish(dst, name, meta, par, p, g)
+	return dst, name, true, nil
 }
 
 // copyFrom tries one candidate source of g. A source that is gone, not a
@@ -346,24 +362,20 @@ func (t *Txn) copyFrom(c candidate, g guid.GUID, meta Meta, par parent, p string
 	if err := unix.Fstat(int(src.Fd()), &before); err != nil {
 		return false, t.ix().del(c.path)
 	}
-	name, fd, err := t.createTemp()
+	var unchanged bool
+	dst, name, ok, err := t.copyChecked(src, g, func() bool {
+		unchanged = unix.Fstat(int(src.Fd()), &after) == nil && recordOf(&before) == recordOf(&after)
+		return unchanged && c.rec.matches(&before)
+	})
 	if err != nil {
-		return false, fmt.Errorf("create temp file: %w", err)
+		return false, err
 	}
-	dst := os.NewFile(uintptr(fd), name)
+	if !ok {
+		return false, t.ix().del(c.path)
+	}
 	defer dst.Close()
-	if err := copyFile(dst, src); err != nil {
-		t.dropTemp(name)
-		return false, fmt.Errorf("copy from %s: %w", c.path, err)
-	}
-	unchanged := unix.Fstat(int(src.Fd()), &after) == nil && recordOf(&before) == recordOf(&after)
 	if !unchanged || !c.rec.matches(&before) {
-		// Not vouched for by the index: the copy itself must hash to g.
-		got, _, err := guid.Sum(g.Mode, io.NewSectionReader(dst, 0, math.MaxInt64))
-		if err != nil || got != g {
-			t.dropTemp(name)
-			return false, t.ix().del(c.path)
-		}
+		// Vouched for by the hash, not the index: the index learns it.
 		if !unchanged {
 			err = t.ix().del(c.path)
 		} else {

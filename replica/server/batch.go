@@ -148,17 +148,22 @@ func (ss *session) precheck(seq uint64, need []byGUID) error {
 	for len(need) > 0 {
 		chunk := need[:min(len(need), wire.MaxOfferGUIDs)]
 		need = need[len(chunk):]
-		gs := make([]guid.GUID, len(chunk))
-		for i, n := range chunk {
-			gs[i] = toGUID(n.g)
-		}
-		for i, lacking := range ss.store.Lacks(gs) {
+		for i, lacking := range ss.store.Lacks(guidsOf(chunk)) {
 			if lacking {
 				return lackingGUID(seq, chunk[i].path, chunk[i].g)
 			}
 		}
 	}
 	return nil
+}
+
+// guidsOf lists the GUIDs of the puts by GUID in need.
+func guidsOf(need []byGUID) []guid.GUID {
+	gs := make([]guid.GUID, len(need))
+	for i, n := range need {
+		gs[i] = toGUID(n.g)
+	}
+	return gs
 }
 
 func lackingGUID(seq uint64, p string, g wire.GUID) error {
@@ -179,11 +184,7 @@ func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spoo
 		return ss.applyError(b.Seq, err)
 	}
 	// The batch may remove a copy source before the put that copies it.
-	gs := make([]guid.GUID, len(need))
-	for i, n := range need {
-		gs[i] = toGUID(n.g)
-	}
-	txn.Pin(gs)
+	txn.Pin(guidsOf(need))
 	if len(staged) > 0 {
 		if err := ss.store.SyncStaged(); err != nil {
 			txn.Abort()
