@@ -241,6 +241,26 @@ func (c *Cache) HashAt(dirfd int, name string, m Mode) (GUID, error) {
 	return c.hashFD(fd, name, m)
 }
 
+// ReadaheadBytes is how much of a file Readahead asks for: a whole typical
+// message, and for a large mbox enough to start the sequential read, whose
+// own readahead takes over.
+const ReadaheadBytes = 128 << 10
+
+// Readahead starts reading the first ReadaheadBytes of the file name in the
+// directory open as dirfd into the page cache, without waiting for them,
+// for a HashAt that follows. Called for the files of a directory before
+// any of them is hashed, it lets the disk see their reads together, where
+// hashing one after another waits for each in turn: a resync seeding an
+// empty replica from a cold spool of 54,000 messages went from 6.0 s to
+// 4.2 s, the master's system time from 2.5 s to 1.4 s (docs/BENCHMARKS.md).
+// It is only advice: errors are ignored, the hash reads what it reads.
+func Readahead(dirfd int, name string) {
+	if fd, err := openAt(dirfd, name); err == nil {
+		unix.Fadvise(fd, 0, ReadaheadBytes, unix.FADV_WILLNEED)
+		unix.Close(fd)
+	}
+}
+
 // openAt opens name in the directory open as dirfd (unix.AT_FDCWD: name
 // is a path) for hashing: never following a final symlink, never blocking
 // on a fifo put there meanwhile (hashFD then refuses it).

@@ -54,8 +54,14 @@ func (s *Store) Manifest(subtree string, mode guid.Mode, fn func(Entry) error) e
 	opts := walk.Options[Entry]{
 		Open: func(dir string) (int, error) { return openDirBeneath(s.rootfd, dir) },
 		Skip: func(p string) bool { return p == reserved || p == QuarantineDir },
+		Prepare: func(w *walk.Entry[Entry]) {
+			w.Detail.GUID = s.cachedGUID(&w.Stat, mode)
+			if w.Detail.GUID.Mode == guid.None && mode != guid.None && fileType(w.Stat.Mode) == 0 {
+				guid.Readahead(w.Dir, w.Name) // for entry's hash
+			}
+		},
 		Detail: func(w *walk.Entry[Entry]) (Entry, error) {
-			return s.entry(parent{w.Dir, w.Name}, w.Path, &w.Stat, mode)
+			return s.entry(parent{w.Dir, w.Name}, w.Path, &w.Stat, mode, w.Detail.GUID)
 		},
 	}
 	return walk.Tree(subtree, opts, func(w *walk.Entry[Entry]) error {
@@ -83,11 +89,19 @@ func (s *Store) topEntry(subtree string, mode guid.Mode) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return s.entry(par, subtree, &st, mode)
+	return s.entry(par, subtree, &st, mode, s.cachedGUID(&st, mode))
 }
 
-// entry describes par's entry, whose stat is st (not following it).
-func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode) (Entry, error) {
+// cachedGUID is the GUID the cache holds for a regular file by its stat
+// (no open); zero when none.
+func (s *Store) cachedGUID(st *unix.Stat_t, mode guid.Mode) guid.GUID {
+	g, _ := s.cache.Lookup(st, mode)
+	return g
+}
+
+// entry describes par's entry, whose stat is st (not following it); a
+// regular file's GUID is cached, else it is hashed.
+func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode, cached guid.GUID) (Entry, error) {
 	e := Entry{
 		Path: p, Type: fileType(st.Mode), Size: st.Size, Mode: st.Mode & 07777,
 		Uid: st.Uid, Gid: st.Gid, Mtime: st.Mtim.Nano(), Nlink: uint64(st.Nlink),
@@ -103,8 +117,8 @@ func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode) (En
 			return Entry{}, err
 		}
 	case 0:
-		if g, ok := s.cache.Lookup(st, mode); ok {
-			e.GUID = g // cached by the stat we have: no open
+		if cached.Mode != guid.None {
+			e.GUID = cached
 		} else if mode != guid.None {
 			fd, err := par.openFile(unix.O_RDONLY)
 			if err != nil {

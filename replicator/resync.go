@@ -239,8 +239,14 @@ func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local
 	opts := walk.Options[local]{
 		Open: func(dir string) (int, error) { return openBeneath(rootfd, dir) },
 		Skip: fence.Reserved, // spoolsync's own, never replicated
+		Prepare: func(e *walk.Entry[local]) {
+			e.Detail = local{path: e.Path, st: e.Stat}
+			if rs.mustHash(&e.Detail) {
+				guid.Readahead(e.Dir, e.Name)
+			}
+		},
 		Detail: func(e *walk.Entry[local]) (local, error) {
-			return rs.detail(local{path: e.Path, st: e.Stat}, e.Dir, e.Name), nil
+			return rs.detail(e.Detail, e.Dir, e.Name), nil
 		},
 	}
 	roots := paths
@@ -257,6 +263,7 @@ func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local
 			return fmt.Errorf("walk %s: %w", filepath.Join(backing, r), err)
 		}
 		if r != "." {
+			rs.mustHash(&e)
 			if !out.send(rs.detail(e, unix.AT_FDCWD, filepath.Join(backing, r))) {
 				return errMergeEnded
 			}
@@ -277,17 +284,33 @@ func (rs *resyncer) walkLocal(backing string, paths []string, out *batcher[local
 	return nil
 }
 
-// detail reads what compare needs of l beyond its stat; l is name in the
-// directory open as dirfd (unix.AT_FDCWD: name is its path). A file's GUID
-// comes from the cache by the walk's stat (no open), else it is hashed;
-// --verify always hashes.
+// mustHash reports whether l is a file detail must hash: not with
+// guid_mode none, always with --verify, else when the cache has no GUID
+// for the walk's stat of it (no open); a cached GUID is put in l.guid.
+func (rs *resyncer) mustHash(l *local) bool {
+	if kindOf(l.st.Mode) != wire.KindFile || rs.o.Mode == guid.None {
+		return false
+	}
+	if !rs.o.Verify {
+		if g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); ok {
+			l.guid = g
+			return false
+		}
+	}
+	return true
+}
+
+// detail reads what compare needs of l beyond its stat, after mustHash;
+// l is name in the directory open as dirfd (unix.AT_FDCWD: name is its
+// path).
 func (rs *resyncer) detail(l local, dirfd int, name string) local {
 	switch kindOf(l.st.Mode) {
 	case wire.KindFile:
+		if l.guid.Mode != guid.None || rs.o.Mode == guid.None {
+			break // cached, or nothing to hash
+		}
 		if rs.o.Verify {
 			l.guid, l.err = guid.FileAt(rs.o.Mode, dirfd, name)
-		} else if g, ok := rs.o.Cache.Lookup(&l.st, rs.o.Mode); ok {
-			l.guid = g
 		} else {
 			l.guid, l.err = rs.o.Cache.HashAt(dirfd, name, rs.o.Mode)
 		}

@@ -65,6 +65,14 @@ type Options[T any] struct {
 	// per-entry work a caller needs (xattrs, a GUID) runs in parallel
 	// too. It must be safe for concurrent use; its result reaches fn.
 	Detail func(e *Entry[T]) (T, error)
+	// Prepare, when set, is called for the entries of a directory, up to
+	// prepareChunk at a time, once they are stat'ed and before Detail is
+	// called for any of them. It may fill in e.Detail, which Detail then
+	// finds there, and start what Detail would otherwise wait for, such as
+	// the reading of a file it hashes (guid.Readahead): those waits then
+	// overlap, and the disk gets a run of requests instead of one at a
+	// time. Same rules as Detail.
+	Prepare func(e *Entry[T])
 	// Workers is how many directories are read at once (default 8).
 	Workers int
 	// Ahead is how many directories may be read and not yet visited
@@ -75,6 +83,10 @@ type Options[T any] struct {
 // bigDir is the number of entries above which a directory's entries are
 // stat'ed by several goroutines: a maildir's cur/ can hold 100,000 messages.
 const bigDir = 1024
+
+// prepareChunk bounds what one Prepare call ahead of Detail may start: a
+// read ahead of 64 files, not of a whole 100,000-message cur/.
+const prepareChunk = 64
 
 // Tree calls fn for every entry below dir (a directory of the tree, "." for
 // its root; dir itself is not reported), in order. An error from fn, or
@@ -274,8 +286,19 @@ func (w *walker[T]) stat(entries []Entry[T]) (vanished []bool) {
 			e := &entries[i]
 			if unix.Fstatat(e.Dir, e.Name, &e.Stat, unix.AT_SYMLINK_NOFOLLOW) != nil {
 				vanished[i] = true
-			} else if w.o.Detail != nil {
-				e.Detail, e.DetailErr = w.o.Detail(e)
+			}
+		}
+		for clo := lo; clo < hi; clo += prepareChunk {
+			chi := min(clo+prepareChunk, hi)
+			for i := clo; i < chi && w.o.Prepare != nil; i++ {
+				if !vanished[i] {
+					w.o.Prepare(&entries[i])
+				}
+			}
+			for i := clo; i < chi && w.o.Detail != nil; i++ {
+				if e := &entries[i]; !vanished[i] {
+					e.Detail, e.DetailErr = w.o.Detail(e)
+				}
 			}
 		}
 	}
@@ -292,9 +315,15 @@ func (w *walker[T]) stat(entries []Entry[T]) (vanished []bool) {
 	return vanished
 }
 
+// direntBufs holds readNames' buffers: a fresh 64 KiB for each of a spool's
+// thousands of directories was most of a walk's allocation.
+var direntBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
 // readNames lists the directory open as fd, without "." and "..".
 func readNames(fd int) ([]string, error) {
-	buf := make([]byte, 64<<10)
+	b := direntBufs.Get().(*[64 << 10]byte)
+	defer direntBufs.Put(b)
+	buf := b[:]
 	var names []string
 	for {
 		n, err := unix.Getdents(fd, buf)

@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -194,5 +197,69 @@ func TestVanishing(t *testing.T) {
 	}}, func(e *Entry[any]) error { return nil })
 	if !errors.Is(err, boom) {
 		t.Errorf("open error: got %v", err)
+	}
+}
+
+// TestPrepareAheadOfDetail: Prepare sees every entry once, before Detail;
+// what it leaves in e.Detail reaches Detail; and in a directory of up to
+// prepareChunk entries every Prepare comes before the first Detail, which
+// is what lets a resync's reads of one directory's files overlap.
+func TestPrepareAheadOfDetail(t *testing.T) {
+	root := randomTree(t, 3)
+	var seq atomic.Int64
+	var mu sync.Mutex
+	prep, det := map[string]int64{}, map[string]int64{}
+	opts := Options[int64]{
+		Open: opener(root),
+		Prepare: func(e *Entry[int64]) {
+			e.Detail = seq.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			if _, twice := prep[e.Path]; twice {
+				t.Errorf("%s prepared twice", e.Path)
+			}
+			prep[e.Path] = e.Detail
+		},
+		Detail: func(e *Entry[int64]) (int64, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if p, ok := prep[e.Path]; !ok || p != e.Detail {
+				t.Errorf("%s: Detail found %d, Prepare left %d (prepared: %v)", e.Path, e.Detail, p, ok)
+			}
+			det[e.Path] = seq.Add(1)
+			return e.Detail, nil
+		},
+	}
+	var paths []string
+	err := Tree(".", opts, func(e *Entry[int64]) error { paths = append(paths, e.Path); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := want(t, root); !slices.Equal(paths, w) {
+		t.Fatalf("visited %d entries, want %d", len(paths), len(w))
+	}
+	byDir := map[string][]string{}
+	for _, p := range paths {
+		byDir[filepath.Dir(p)] = append(byDir[filepath.Dir(p)], p)
+		if prep[p] == 0 || det[p] <= prep[p] {
+			t.Errorf("%s: prepared at %d, detailed at %d", p, prep[p], det[p])
+		}
+	}
+	checked := 0
+	for dir, ps := range byDir {
+		if len(ps) > prepareChunk {
+			continue
+		}
+		lastPrep, firstDet := int64(0), int64(1<<62)
+		for _, p := range ps {
+			lastPrep, firstDet = max(lastPrep, prep[p]), min(firstDet, det[p])
+		}
+		if lastPrep > firstDet {
+			t.Errorf("%s: a Detail (%d) ran before the directory's last Prepare (%d)", dir, firstDet, lastPrep)
+		}
+		checked++
+	}
+	if checked < 5 {
+		t.Fatalf("only %d directories checked; the tree is too small", checked)
 	}
 }
