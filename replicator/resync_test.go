@@ -243,3 +243,41 @@ func TestResyncPipelined(t *testing.T) {
 		t.Fatalf("after the resync: %v, %d differences, %d extra: %v", err, rep.Different, rep.Extra, rep.Differences)
 	}
 }
+
+// TestResyncGUIDModes: a master whose guid_mode differs from the replica's
+// (which indexes in sha256) still finds an unchanged tree identical — the
+// manifest comes in the master's mode — and with guid_mode none it
+// compares by size and mtime, as rsync does.
+func TestResyncGUIDModes(t *testing.T) {
+	for _, mode := range []guid.Mode{guid.BLAKE3, guid.SHA1, guid.None} {
+		t.Run(mode.String(), func(t *testing.T) {
+			spool, root, opts := newResyncTest(t)
+			opts.Mode = mode
+			fillSpool(t, spool, 3, 5, func(d, f int) string { return fmt.Sprintf("message %d/%d", d, f) })
+			if _, err := Resync(t.Context(), opts); err != nil {
+				t.Fatal(err)
+			}
+			dry := opts
+			dry.DryRun = true
+			rep, err := Resync(t.Context(), dry)
+			if err != nil || rep.Different != 0 || rep.Identical != 3*5+3+1 {
+				t.Fatalf("unchanged tree: %v, %d identical, %d different: %v", err, rep.Identical, rep.Different, rep.Differences)
+			}
+			// Same size, new bytes and mtime: a hash or the quick check sees it.
+			p := filepath.Join(spool, "u", "1", "2")
+			if err := os.WriteFile(p, []byte("MESSAGE 1/2"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			later := time.Now().Add(time.Hour)
+			if err := os.Chtimes(p, later, later); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err = Resync(t.Context(), opts); err != nil || rep.Different != 1 {
+				t.Fatalf("after a change: %v, %d different: %v", err, rep.Different, rep.Differences)
+			}
+			if got, _ := os.ReadFile(filepath.Join(root, "u", "1", "2")); string(got) != "MESSAGE 1/2" {
+				t.Errorf("replica holds %q after the resync", got)
+			}
+		})
+	}
+}

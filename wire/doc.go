@@ -76,7 +76,7 @@
 //	0x30 Data          C→S  the content bytes themselves (no length prefix; never empty)
 //	0x31 Offer         C→S  id:uvarint  n:uvarint  n×guid
 //	0x32 Lacks         S→C  id:uvarint  n:uvarint  bitmap:ceil(n/8) bytes
-//	0x40 ManifestRequest C→S  n:uvarint  n×path
+//	0x40 ManifestRequest C→S  n:uvarint  n×path  guidmode:u8
 //	0x41 ManifestEntry S→C  path  kind:u8  mode uid gid:uvarint  mtime:varint  size nlink inode:uvarint
 //	                        guid  target:string  n:uvarint  n×(name:string value:bytes)
 //	0x42 ManifestEnd   S→C  count:uvarint
@@ -226,7 +226,10 @@
 // server holds and inline content for what it lacks.
 //
 // Manifests. ManifestRequest names 0-1024 paths (none = the whole tree),
-// strictly increasing in manifest order and none inside another. The
+// strictly increasing in manifest order and none inside another, and the
+// GUID mode the client compares content in; the files' GUIDs come in that
+// mode, so a master and a replica with different guid_modes still compare
+// (the replica hashes in the master's mode once and caches it). The
 // server answers with one ManifestEntry per name in the requested
 // subtrees — each requested path itself included, the root excluded, a
 // requested path that does not exist simply absent — then ManifestEnd

@@ -212,7 +212,13 @@ func (m *Lacks) validate() error {
 // ManifestRequest asks the server to describe the subtrees at Paths, or
 // the whole tree when Paths is empty. Paths are in ComparePaths order and
 // none is inside another, so the answer is one stream in that order.
-type ManifestRequest struct{ Paths []string }
+// GUIDMode is the mode the client compares content in (its guid_mode):
+// the files' GUIDs come in it, whatever the server's own guid_mode, and
+// none with GUIDNone.
+type ManifestRequest struct {
+	Paths    []string
+	GUIDMode uint8
+}
 
 func (*ManifestRequest) Type() MsgType { return TypeManifestRequest }
 func (m *ManifestRequest) appendPayload(b []byte) []byte {
@@ -220,7 +226,7 @@ func (m *ManifestRequest) appendPayload(b []byte) []byte {
 	for _, p := range m.Paths {
 		b = appendString(b, p)
 	}
-	return b
+	return append(b, m.GUIDMode)
 }
 func (m *ManifestRequest) decode(d *decoder) {
 	n := d.count("paths", MaxManifestPaths, 1)
@@ -228,8 +234,12 @@ func (m *ManifestRequest) decode(d *decoder) {
 	for i := range m.Paths {
 		m.Paths[i] = d.str("path", MaxPathLen)
 	}
+	m.GUIDMode = d.u8("guid mode")
 }
 func (m *ManifestRequest) validate() error {
+	if guidSize(m.GUIDMode) < 0 {
+		return protoErrf(CodeProtocol, "ManifestRequest: unknown GUID mode %d", m.GUIDMode)
+	}
 	if len(m.Paths) > MaxManifestPaths {
 		return protoErrf(CodeTooLarge, "ManifestRequest: %d paths, over the limit %d", len(m.Paths), MaxManifestPaths)
 	}

@@ -60,7 +60,7 @@ var samples = []struct {
 	{"Data", &Data{Bytes: []byte("hello")}},
 	{"Offer", &Offer{ID: 9, GUIDs: []GUID{sampleGUID(), sampleSHA1()}}},
 	{"Lacks", &Lacks{ID: 9, Lacking: []bool{false, true, false, false, false, false, false, false, true}}},
-	{"ManifestRequest", &ManifestRequest{Paths: []string{"user/alice", "user/bob"}}},
+	{"ManifestRequest", &ManifestRequest{Paths: []string{"user/alice", "user/bob"}, GUIDMode: GUIDBlake3}},
 	{"ManifestRequestAll", &ManifestRequest{Paths: []string{}}},
 	{"ManifestEntryFile", &ManifestEntry{Path: "user/bob/cur/1.eml", Kind: KindFile, Mode: 0o600, UID: 8, GID: 12, Mtime: 5, Size: 4096, Nlink: 2, Inode: 777, GUID: sampleGUID(),
 		Xattrs: []Xattr{{"user.a", []byte("1")}, {"user.b", []byte{}}}}},

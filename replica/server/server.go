@@ -28,8 +28,9 @@ type Options struct {
 	// SpoolMemory is how much of a batch a connection holds in memory
 	// before spooling to disk; 0 = 64 MiB.
 	SpoolMemory int
-	// GUIDMode is the mode manifests report GUIDs in and the mode the
-	// Store indexes content in (guid_mode). Zero means guid.Default.
+	// GUIDMode is the mode the Store indexes content in (guid_mode).
+	// Zero means guid.Default. Manifests report GUIDs in the mode the
+	// client asks for, its own guid_mode.
 	GUIDMode guid.Mode
 	// Logger: nil = slog.Default().
 	Logger *slog.Logger

@@ -233,7 +233,7 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 	var n uint64
 	var sendErr error
 	for _, p := range paths {
-		err := ss.store.Manifest(p, ss.srv.opts.GUIDMode, func(e replica.Entry) error {
+		err := ss.store.Manifest(p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
 			if e.Path == "." {
 				return nil
 			}
