@@ -168,7 +168,7 @@ func TestManifest(t *testing.T) {
 	}
 	manifest := func(paths ...string) []ent {
 		t.Helper()
-		must(t, c.Send(&wire.ManifestRequest{Paths: paths}))
+		must(t, c.Send(&wire.ManifestRequest{Paths: paths, GUIDMode: wire.GUIDSHA256}))
 		must(t, c.Flush())
 		var out []ent
 		for {
