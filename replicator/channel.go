@@ -55,15 +55,24 @@ type Channel struct {
 	syncMode bool      // sync_mode sync
 }
 
-// countingConn counts the bytes written to a connection.
+// countingConn counts the bytes written to a connection (n) and, when in
+// is set, the bytes read from it.
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	n, in *atomic.Int64
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.in != nil {
+		c.in.Add(int64(n))
+	}
 	return n, err
 }
 

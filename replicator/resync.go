@@ -64,7 +64,8 @@ type ResyncReport struct {
 	Different    int      `json:"different"`
 	Shipped      int      `json:"shipped_ops"`
 	ContentBytes int64    `json:"content_bytes_sent"`
-	WireBytes    int64    `json:"wire_bytes"`
+	WireBytes    int64    `json:"wire_bytes"`          // sent, after compression and TLS
+	WireBytesIn  int64    `json:"wire_bytes_received"` // the manifest and the answers
 	Dedup        int      `json:"deduplicated"`
 	Extra        int      `json:"extra_on_replica"`
 	Deleted      int      `json:"deleted"`
@@ -123,9 +124,9 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	var wireBytes atomic.Int64
+	var wireBytes, wireBytesIn atomic.Int64
 	cc := o.Client
-	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes} }
+	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes, in: &wireBytesIn} }
 	paths := slices.Clone(o.Paths)
 	slices.SortFunc(paths, wire.ComparePaths)
 	rs := &resyncer{o: o, report: &ResyncReport{},
@@ -221,7 +222,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			err = rs.flush(true)
 		}
 	}
-	rs.report.WireBytes = wireBytes.Load()
+	rs.report.WireBytes, rs.report.WireBytesIn = wireBytes.Load(), wireBytesIn.Load()
 	rs.report.Seconds = time.Since(start).Seconds()
 	return rs.report, err
 }

@@ -263,6 +263,9 @@ func TestResyncGUIDModes(t *testing.T) {
 			if err != nil || rep.Different != 0 || rep.Identical != 3*5+3+1 {
 				t.Fatalf("unchanged tree: %v, %d identical, %d different: %v", err, rep.Identical, rep.Different, rep.Differences)
 			}
+			if rep.WireBytesIn < 19*10 {
+				t.Errorf("%d bytes received on the wire for a manifest of 19 entries", rep.WireBytesIn)
+			}
 			// Same size, new bytes and mtime: a hash or the quick check sees it.
 			p := filepath.Join(spool, "u", "1", "2")
 			if err := os.WriteFile(p, []byte("MESSAGE 1/2"), 0o600); err != nil {

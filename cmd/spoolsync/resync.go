@@ -207,7 +207,7 @@ func printResync(r *replicator.ResyncReport, o replicator.ResyncOptions, asJSON 
 	if o.DryRun {
 		verb = "would ship"
 	}
-	fmt.Printf("resync: scanned %d, identical %d, different %d; %s %d operations, %s of content, %s on the wire; deduplicated %d; extra on replica %d (%s); errors %d; %s\n",
-		r.Scanned, r.Identical, r.Different, verb, r.Shipped, humanBytes(r.ContentBytes), humanBytes(r.WireBytes),
+	fmt.Printf("resync: scanned %d, identical %d, different %d; %s %d operations, %s of content, %s sent and %s received on the wire; deduplicated %d; extra on replica %d (%s); errors %d; %s\n",
+		r.Scanned, r.Identical, r.Different, verb, r.Shipped, humanBytes(r.ContentBytes), humanBytes(r.WireBytes), humanBytes(r.WireBytesIn),
 		r.Dedup, r.Extra, extra, len(r.Errors), (time.Duration(r.Seconds * float64(time.Second))).Round(time.Millisecond))
 }
