@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestPasswdFile(t *testing.T) {
@@ -40,5 +42,15 @@ func TestPasswdFile(t *testing.T) {
 		if err := SetPassword(path, bad, h); err == nil {
 			t.Errorf("name %q accepted", bad)
 		}
+	}
+}
+
+// TestUnknownUserCostsAsMuch: an unknown user is refused after a bcrypt of
+// the same cost as a stored password's, so how long a refusal takes does
+// not tell whether the user exists.
+func TestUnknownUserCostsAsMuch(t *testing.T) {
+	cost, err := bcrypt.Cost(dummyHash)
+	if err != nil || cost != BcryptCost {
+		t.Fatalf("dummy hash: cost %d, %v; want %d, as HashPassword makes", cost, err, BcryptCost)
 	}
 }
