@@ -125,15 +125,30 @@ func newFlags(name, synopsis, about string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args; a flag mistake is a usage error.
+// parseFlags parses args; a flag mistake is a usage error. Flags may
+// follow the operands (`resync user/bob --dry-run`), as administrators
+// type them; after "--" everything is an operand. fs.Args() then holds
+// the operands in order.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var operands []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return &usageError{err.Error()}
 		}
-		return &usageError{err.Error()}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			operands = append(operands, rest...)
+			break
+		}
+		operands, args = append(operands, rest[0]), rest[1:]
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, operands...))
 }
 
 // newLogger is the process's slog logger: text to stderr.
