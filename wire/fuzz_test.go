@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -107,3 +108,35 @@ func (c *fakeConn) RemoteAddr() net.Addr               { return &net.TCPAddr{} }
 func (c *fakeConn) SetDeadline(t time.Time) error      { return nil }
 func (c *fakeConn) SetReadDeadline(t time.Time) error  { return nil }
 func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
+
+// componentCompare is ComparePaths as its doc defines it, component by
+// component: the reference the fast byte-wise version must agree with.
+func componentCompare(a, b string) int {
+	for {
+		ca, ra, moreA := strings.Cut(a, "/")
+		cb, rb, moreB := strings.Cut(b, "/")
+		if c := strings.Compare(ca, cb); c != 0 {
+			return c
+		}
+		switch {
+		case !moreA && !moreB:
+			return 0
+		case !moreA:
+			return -1
+		case !moreB:
+			return 1
+		}
+		a, b = ra, rb
+	}
+}
+
+func FuzzComparePaths(f *testing.F) {
+	for _, s := range [][2]string{{"a/b", "a.txt"}, {"a", "a/b"}, {"a-b", "a/b"}, {"ab/c", "a/c"}, {"a", "a"}, {".Sent/cur", ".Sent.x"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if got, want := ComparePaths(a, b), componentCompare(a, b); got != want {
+			t.Fatalf("ComparePaths(%q, %q) = %d, component by component %d", a, b, got, want)
+		}
+	})
+}

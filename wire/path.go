@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -53,23 +54,27 @@ func ValidPath(p string) error {
 // entries by name) and the order of a manifest stream. It differs from
 // plain string order: "a/b" < "a.txt" here, because the directory "a"
 // sorts before "a.txt" and its subtree follows it immediately.
+//
+// It is one byte-wise comparison in which "/" sorts below every other
+// byte: at the first byte where the paths differ, a "/" means that path's
+// component ended first, so it is the smaller one; when one path is a
+// prefix of the other, the shorter (an ancestor, or a shorter name) comes
+// first. A resync's merge compares every entry of both trees with it.
 func ComparePaths(a, b string) int {
-	for {
-		ca, ra, moreA := strings.Cut(a, "/")
-		cb, rb, moreB := strings.Cut(b, "/")
-		if c := strings.Compare(ca, cb); c != 0 {
-			return c
-		}
-		switch {
-		case !moreA && !moreB:
-			return 0
-		case !moreA:
-			return -1 // a is an ancestor of b
-		case !moreB:
-			return 1
-		}
-		a, b = ra, rb
+	n := min(len(a), len(b))
+	i := 0
+	for i < n && a[i] == b[i] {
+		i++
 	}
+	switch {
+	case i == n:
+		return cmp.Compare(len(a), len(b))
+	case a[i] == '/':
+		return -1
+	case b[i] == '/':
+		return 1
+	}
+	return cmp.Compare(a[i], b[i])
 }
 
 // isAncestor reports whether dir is a proper ancestor of p.
