@@ -352,6 +352,9 @@ func TestWriteThroughRemovedLink(t *testing.T) {
 	if err := os.Link(spool+"/keep", spool+"/gone"); err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.Setxattr(spool+"/keep", "user.flags", []byte("S"), 0); err != nil {
+		t.Fatal(err)
+	}
 	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, spool+"/gone", 0)
 	if err != nil {
 		if testenv.Required() {
@@ -376,13 +379,45 @@ func TestWriteThroughRemovedLink(t *testing.T) {
 			if m.Path == "gone" {
 				got = append(got, "SetAttr "+m.Path)
 			}
+		case *wire.SetXattrs:
+			got = append(got, fmt.Sprintf("SetXattrs %s %v", m.Path, m.Attrs))
 		case *wire.Unlink:
 			got = append(got, "Unlink "+m.Path)
 		}
 	}
-	want := []string{`WriteRanges gone [{0 12}] "new content!"`, "SetAttr gone", "Unlink gone"}
+	want := []string{`WriteRanges gone [{0 12}] "new content!"`, "SetAttr gone", "SetXattrs gone [{user.flags [83]}]", "Unlink gone"}
 	if !slices.Equal(got, want) {
 		t.Errorf("ops %q, want %q", got, want)
+	}
+}
+
+// TestAttrsCarryExactXattrs: the attributes of a file the replica has go
+// with the whole list of its xattrs, empty included, so that one removed
+// on the master (its event only marks the attributes changed) is removed
+// on the replica too; a new file's put carries none when it has none.
+func TestAttrsCarryExactXattrs(t *testing.T) {
+	spool := t.TempDir()
+	for _, f := range []string{"flagged", "cleared", "new"} {
+		if err := os.WriteFile(spool+"/"+f, []byte(f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Setxattr(spool+"/flagged", "user.flags", []byte("F"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ops, _ := resolveEvents(t, spool, "chmod flagged", "chmod cleared", "create new")
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.SetXattrs:
+			got = append(got, fmt.Sprintf("SetXattrs %s %d", m.Path, len(m.Attrs)))
+		case *wire.SetXattr:
+			got = append(got, "SetXattr "+m.Path)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"SetXattrs cleared 0", "SetXattrs flagged 1"}; !slices.Equal(got, want) {
+		t.Errorf("xattr ops %q, want %q", got, want)
 	}
 }
 

@@ -105,7 +105,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				continue
 			}
 			ops = append(ops, op)
-			ops = append(ops, setXattrs(s.path, t.xattrs(s.src))...)
+			ops = append(ops, setXattrs(s.path, t.xattrs(s.src), false)...)
 		case stepWrite:
 			if s.handle != "" {
 				if f, st, ok := t.openHandle(s.handle); ok {
@@ -138,8 +138,10 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 		case stepAttrs:
 			if s.handle != "" {
 				if f, st, ok := t.openHandle(s.handle); ok {
+					attrs, _ := xattr.ReadFD(int(f.Fd()))
 					f.Close()
 					ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
+					ops = append(ops, setXattrs(s.path, wireXattrs(attrs), true)...)
 				}
 				continue
 			}
@@ -155,7 +157,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			}
 			ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-				ops = append(ops, setXattrs(s.path, t.xattrs(s.path))...)
+				ops = append(ops, setXattrs(s.path, t.xattrs(s.path), true)...)
 			}
 		}
 	}
@@ -277,16 +279,34 @@ func closeFiles(ops []shipOp) {
 	}
 }
 
-// setXattrs turns extended attributes into SetXattr operations on path.
-// Attributes the replica has beyond these are not removed here: removals
-// travel as their own events.
-func setXattrs(path string, attrs []wire.Xattr) []shipOp {
-	var ops []shipOp
+// setXattrs gives path on the replica the extended attributes attrs.
+// exact: the replica had the entry before, and attributes it has beyond
+// these must go (one SetXattrs: an attribute removed on the master is
+// removed there too; a removal's own event only marks the entry's
+// attributes changed). A new entry has none to remove, so it gets no
+// operation when attrs is empty. A list too large for one SetXattrs is
+// set one by one, and what the replica has beyond it waits for a resync.
+func setXattrs(path string, attrs []wire.Xattr, exact bool) []shipOp {
+	size := 0
+	for _, x := range attrs {
+		size += len(x.Name) + len(x.Value)
+	}
+	switch {
+	case exact && len(attrs) <= wire.MaxXattrs && size <= maxXattrsBytes:
+		return []shipOp{{msg: &wire.SetXattrs{Path: path, Attrs: attrs}}}
+	case len(attrs) == 0:
+		return nil
+	}
+	ops := make([]shipOp, 0, len(attrs))
 	for _, x := range attrs {
 		ops = append(ops, shipOp{msg: &wire.SetXattr{Path: path, Name: x.Name, Value: x.Value}})
 	}
 	return ops
 }
+
+// maxXattrsBytes bounds one SetXattrs well below the smallest frame a
+// replica may announce (wire.MinFrameSize).
+const maxXattrsBytes = 32 << 10
 
 func wireXattrs(attrs []xattr.Attr) []wire.Xattr {
 	out := make([]wire.Xattr, len(attrs))

@@ -73,6 +73,7 @@
 //	0x2B SetXattr      C→S  path  name:string  value:bytes
 //	0x2C RemoveXattr   C→S  path  name:string
 //	0x2D Quarantine    C→S  path  epoch:uvarint  (move path to .spoolsync-quarantine/<epoch>/<path>)
+//	0x2E SetXattrs     C→S  path  n:uvarint  n×(name:string value:bytes)
 //	0x30 Data          C→S  the content bytes themselves (no length prefix; never empty)
 //	0x31 Offer         C→S  id:uvarint  n:uvarint  n×guid
 //	0x32 Lacks         S→C  id:uvarint  n:uvarint  bitmap:ceil(n/8) bytes
@@ -218,6 +219,13 @@
 //     least one bit, no others. Fields outside the mask are ignored.
 //   - SetXattr, RemoveXattr: name is 1-255 bytes, no NUL, in the user.,
 //     trusted., security. or system. namespace; value ≤ 64 KiB.
+//   - SetXattrs: path's extended attributes become the listed ones
+//     (0-256, sorted by name, names unique, each as in SetXattr); any
+//     other in the user. and trusted. namespaces is removed (security.
+//     and system. ones are set when listed, never removed: the replica's
+//     own labels and ACL defaults stay). What rolling replication sends
+//     with an entry's attributes, so that an attribute removed on the
+//     master goes too.
 //
 // Content dedup. Offer lists 1-1024 GUIDs (no mode 0) the client may
 // ship; Lacks answers with the same id and count and a bitmap whose bit i

@@ -45,6 +45,7 @@ const (
 	TypeSetXattr    MsgType = 0x2B
 	TypeRemoveXattr MsgType = 0x2C
 	TypeQuarantine  MsgType = 0x2D
+	TypeSetXattrs   MsgType = 0x2E
 
 	// Content.
 	TypeData  MsgType = 0x30 // C→S, after Put / WriteRanges
@@ -136,6 +137,8 @@ func newMessage(t MsgType) Message {
 		return new(RemoveXattr)
 	case TypeQuarantine:
 		return new(Quarantine)
+	case TypeSetXattrs:
+		return new(SetXattrs)
 	case TypeData:
 		return new(Data)
 	case TypeOffer:

@@ -366,6 +366,25 @@ func (m *RemoveXattr) validate() error {
 	return firstErr(checkPath("RemoveXattr", "path", m.Path), checkXattr("RemoveXattr", m.Path, m.Name, nil))
 }
 
+// SetXattrs makes Attrs (sorted by name, names unique) the extended
+// attributes of Path (not following a symlink): the others in the user.
+// and trusted. namespaces are removed (see the package doc).
+type SetXattrs struct {
+	Path  string
+	Attrs []Xattr
+}
+
+func (*SetXattrs) Type() MsgType { return TypeSetXattrs }
+func (m *SetXattrs) appendPayload(b []byte) []byte {
+	return appendXattrs(appendString(b, m.Path), m.Attrs)
+}
+func (m *SetXattrs) decode(d *decoder) {
+	m.Path, m.Attrs = d.str("path", MaxPathLen), d.xattrs()
+}
+func (m *SetXattrs) validate() error {
+	return firstErr(checkPath("SetXattrs", "path", m.Path), checkXattrs("SetXattrs", m.Path, m.Attrs))
+}
+
 // Quarantine moves Path (a file, or a directory with everything below it)
 // out of the live tree into the replica's quarantine, as
 // .spoolsync-quarantine/<Epoch>/<Path>. A master sends it, in failback,
@@ -420,6 +439,45 @@ func checkTarget(msg, p, target string) error {
 
 // xattrNamespaces are the namespaces Linux accepts (xattr(7)).
 var xattrNamespaces = []string{"user.", "trusted.", "security.", "system."}
+
+// appendXattrs writes a list of xattrs: n:uvarint n×(name:string value:bytes).
+func appendXattrs(b []byte, xs []Xattr) []byte {
+	b = appendUvarint(b, uint64(len(xs)))
+	for _, x := range xs {
+		b = appendBytes(appendString(b, x.Name), x.Value)
+	}
+	return b
+}
+
+// xattrs reads what appendXattrs wrote; nil for none.
+func (d *decoder) xattrs() []Xattr {
+	n := d.count("xattrs", MaxXattrs, 2)
+	if n == 0 {
+		return nil
+	}
+	xs := make([]Xattr, n)
+	for i := range xs {
+		xs[i] = Xattr{d.str("xattr name", MaxXattrNameLen), d.bytes("xattr value", MaxXattrValue)}
+	}
+	return xs
+}
+
+// checkXattrs checks a list of xattrs: at most MaxXattrs, each valid,
+// sorted by name with no name twice.
+func checkXattrs(msg, p string, xs []Xattr) error {
+	if len(xs) > MaxXattrs {
+		return protoErrf(CodeTooLarge, "%s %q: %d xattrs, over the limit %d", msg, p, len(xs), MaxXattrs)
+	}
+	for i, x := range xs {
+		if err := checkXattr(msg, p, x.Name, x.Value); err != nil {
+			return err
+		}
+		if i > 0 && xs[i-1].Name >= x.Name {
+			return protoErrf(CodeProtocol, "%s %q: xattrs not sorted or repeated", msg, p)
+		}
+	}
+	return nil
+}
 
 func checkXattr(msg, p, name string, value []byte) error {
 	ns := false

@@ -9,7 +9,7 @@ import (
 const (
 	MaxOfferGUIDs        = 1024 // GUIDs in one Offer
 	MaxManifestPaths     = 1024 // paths in one ManifestRequest
-	MaxXattrs            = 256  // xattrs in one ManifestEntry
+	MaxXattrs            = 256  // xattrs in one ManifestEntry or SetXattrs
 	maxChannelLen        = 255
 	maxGoodbyeReasonSize = maxText
 )
@@ -293,24 +293,14 @@ func (m *ManifestEntry) appendPayload(b []byte) []byte {
 	b = appendOwner(b, m.Mode, m.UID, m.GID, m.Mtime)
 	b = appendUvarint(appendUvarint(appendUvarint(b, m.Size), m.Nlink), m.Inode)
 	b = appendString(appendGUID(b, m.GUID), m.Target)
-	b = appendUvarint(b, uint64(len(m.Xattrs)))
-	for _, x := range m.Xattrs {
-		b = appendBytes(appendString(b, x.Name), x.Value)
-	}
-	return b
+	return appendXattrs(b, m.Xattrs)
 }
 func (m *ManifestEntry) decode(d *decoder) {
 	m.Path, m.Kind = d.str("path", MaxPathLen), d.u8("kind")
 	m.Mode, m.UID, m.GID, m.Mtime = d.owner()
 	m.Size, m.Nlink, m.Inode = d.uvarint("size"), d.uvarint("nlink"), d.uvarint("inode")
 	m.GUID, m.Target = d.guid("guid"), d.str("target", MaxPathLen)
-	n := d.count("xattrs", MaxXattrs, 2)
-	if n > 0 {
-		m.Xattrs = make([]Xattr, n)
-	}
-	for i := range m.Xattrs {
-		m.Xattrs[i] = Xattr{d.str("xattr name", MaxXattrNameLen), d.bytes("xattr value", MaxXattrValue)}
-	}
+	m.Xattrs = d.xattrs()
 }
 func (m *ManifestEntry) validate() error {
 	const msg = "ManifestEntry"
@@ -332,18 +322,7 @@ func (m *ManifestEntry) validate() error {
 	} else if m.Target != "" {
 		return protoErrf(CodeProtocol, "%s %q: target on a non-symlink", msg, m.Path)
 	}
-	if len(m.Xattrs) > MaxXattrs {
-		return protoErrf(CodeTooLarge, "%s %q: %d xattrs, over the limit %d", msg, m.Path, len(m.Xattrs), MaxXattrs)
-	}
-	for i, x := range m.Xattrs {
-		if err := checkXattr(msg, m.Path, x.Name, x.Value); err != nil {
-			return err
-		}
-		if i > 0 && m.Xattrs[i-1].Name >= x.Name {
-			return protoErrf(CodeProtocol, "%s %q: xattrs not sorted or repeated", msg, m.Path)
-		}
-	}
-	return nil
+	return checkXattrs(msg, m.Path, m.Xattrs)
 }
 
 // ManifestEnd ends a manifest stream; Count is the number of entries sent.

@@ -56,6 +56,8 @@ var samples = []struct {
 	{"SetAttr", &SetAttr{Path: "a", Mask: AttrMode | AttrTimes, Mode: 0o640, Mtime: 10, Atime: -10}},
 	{"SetXattr", &SetXattr{Path: "a", Name: "user.seen", Value: []byte{0, 1, 2}}},
 	{"RemoveXattr", &RemoveXattr{Path: "a", Name: "user.seen"}},
+	{"SetXattrs", &SetXattrs{Path: "a", Attrs: []Xattr{{"user.a", []byte{1}}, {"user.seen", []byte("S")}}}},
+	{"SetXattrsNone", &SetXattrs{Path: "a"}},
 	{"Quarantine", &Quarantine{Path: "user/bob/new/1.host", Epoch: 3}},
 	{"Data", &Data{Bytes: []byte("hello")}},
 	{"Offer", &Offer{ID: 9, GUIDs: []GUID{sampleGUID(), sampleSHA1()}}},

@@ -78,7 +78,7 @@ func (s *recvState) checkServer(m Message) error {
 		return s.op(m, m.Path, m.DataLen())
 	case *WriteRanges:
 		return s.op(m, m.Path, m.DataLen())
-	case *Truncate, *Mkdir, *Rmdir, *Unlink, *Rename, *Link, *Symlink, *Mknod, *SetAttr, *SetXattr, *RemoveXattr, *Quarantine:
+	case *Truncate, *Mkdir, *Rmdir, *Unlink, *Rename, *Link, *Symlink, *Mknod, *SetAttr, *SetXattr, *SetXattrs, *RemoveXattr, *Quarantine:
 		return s.op(m, "", 0)
 	}
 	return protoErrf(CodeProtocol, "unexpected %v from a client", m.Type())

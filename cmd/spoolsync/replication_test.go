@@ -176,6 +176,7 @@ func TestReplication(t *testing.T) {
 	must(t, os.Chmod(filepath.Join(mnt, "alice", "Maildir", "new", "5.M5.host"), 0o640))
 	must(t, os.Lchown(filepath.Join(mnt, "alice", "Maildir", "new", "6.M6.host"), 1234, 5678))
 	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "7.M7.host"), "user.flags", []byte("\\Flagged"), 0))
+	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "9.M9.host"), "user.flags", []byte("\\Seen"), 0))
 	must(t, os.Chtimes(filepath.Join(mnt, "alice", "Maildir", "new", "8.M8.host"), time.Unix(1e9, 0), time.Unix(1e9, 0)))
 	p.waitSynced(t)
 
@@ -193,6 +194,7 @@ func TestReplication(t *testing.T) {
 	must(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(mnt, "bob", "x1"), unix.AT_FDCWD, filepath.Join(mnt, "bob", "x2"), unix.RENAME_EXCHANGE))
 	must(t, os.RemoveAll(filepath.Join(bob, ".Archive")))
 	mkMaildir(t, filepath.Join(bob, ".Archive"))
+	must(t, unix.Removexattr(filepath.Join(mnt, "alice", "Maildir", "new", "9.M9.host"), "user.flags")) // a flag cleared
 	deliver(t, filepath.Join(bob, ".Archive"), "reborn.host", "new content\n")
 	p.waitSynced(t)
 

@@ -65,15 +65,42 @@ func list(dirfd int, name string, buf []byte) (int, error) {
 
 // List returns the names of the entry's extended attributes, sorted.
 func List(dirfd int, name string) ([]string, error) {
+	return listWith(func(buf []byte) (int, error) { return list(dirfd, name, buf) })
+}
+
+// Read returns the entry's extended attributes, sorted by name. One
+// removed while it is read is left out.
+func Read(dirfd int, name string) ([]Attr, error) {
+	names, err := List(dirfd, name)
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	p := Path(dirfd, name)
+	return readWith(names, func(attr string, buf []byte) (int, error) { return unix.Lgetxattr(p, attr, buf) })
+}
+
+// ReadFD is Read for an open file (not an O_PATH descriptor): the file a
+// replicator reaches through its file handle, no name being left to it.
+func ReadFD(fd int) ([]Attr, error) {
+	names, err := listWith(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	return readWith(names, func(attr string, buf []byte) (int, error) { return unix.Fgetxattr(fd, attr, buf) })
+}
+
+// listWith lists names with a listxattr-like call, growing the buffer
+// when the list grew in between.
+func listWith(list func(buf []byte) (int, error)) ([]string, error) {
 	var small [256]byte
-	n, err := list(dirfd, name, small[:])
+	n, err := list(small[:])
 	buf := small[:]
 	for err == unix.ERANGE {
-		if n, err = list(dirfd, name, nil); err != nil {
+		if n, err = list(nil); err != nil {
 			return nil, err
 		}
 		buf = make([]byte, n)
-		n, err = list(dirfd, name, buf) // ERANGE again: it grew in between
+		n, err = list(buf) // ERANGE again: it grew in between
 	}
 	if err != nil || n == 0 {
 		return nil, err
@@ -88,18 +115,13 @@ func List(dirfd int, name string) ([]string, error) {
 	return names, nil
 }
 
-// Read returns the entry's extended attributes, sorted by name. One
-// removed while it is read is left out.
-func Read(dirfd int, name string) ([]Attr, error) {
-	names, err := List(dirfd, name)
-	if err != nil || len(names) == 0 {
-		return nil, err
-	}
-	p := Path(dirfd, name)
+// readWith reads the values of names with a getxattr-like call; one
+// removed meanwhile is left out.
+func readWith(names []string, get func(attr string, buf []byte) (int, error)) ([]Attr, error) {
 	out := make([]Attr, 0, len(names))
 	for _, attr := range names {
 		for {
-			n, err := unix.Lgetxattr(p, attr, nil)
+			n, err := get(attr, nil)
 			if err == unix.ENODATA {
 				break
 			}
@@ -107,7 +129,7 @@ func Read(dirfd int, name string) ([]Attr, error) {
 				return nil, &getError{attr, err}
 			}
 			v := make([]byte, n)
-			n, err = unix.Lgetxattr(p, attr, v)
+			n, err = get(attr, v)
 			if err == unix.ERANGE {
 				continue // grew in between
 			}

@@ -67,4 +67,18 @@ func TestRead(t *testing.T) {
 	if _, err := Read(dirfd, "missing"); err != unix.ENOENT {
 		t.Errorf("missing file: %v, want ENOENT", err)
 	}
+	for _, c := range []struct {
+		path string
+		want []Attr
+	}{{plain, nil}, {many, want}} {
+		fd, err := unix.Open(c.path, unix.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFD(fd)
+		unix.Close(fd)
+		if err != nil || !slices.EqualFunc(got, c.want, func(a, b Attr) bool { return a.Name == b.Name && string(a.Value) == string(b.Value) }) {
+			t.Errorf("ReadFD(%s): %d attributes, %v; want %d", c.path, len(got), err, len(c.want))
+		}
+	}
 }

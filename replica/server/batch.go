@@ -304,6 +304,12 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 		return t.SetAttr(m.Path, mask, md)
 	case *wire.SetXattr:
 		return t.SetXattr(m.Path, m.Name, m.Value)
+	case *wire.SetXattrs:
+		attrs := make([]replica.Xattr, len(m.Attrs)) // never nil: exactly these
+		for i, x := range m.Attrs {
+			attrs[i] = replica.Xattr{Name: x.Name, Value: x.Value}
+		}
+		return t.SetAttr(m.Path, replica.AttrXattrs, replica.Meta{Xattrs: attrs})
 	case *wire.RemoveXattr:
 		return t.RemoveXattr(m.Path, m.Name)
 	case *wire.Quarantine:
