@@ -379,17 +379,38 @@ func (c *Channel) failbackPending() bool {
 	return err == nil
 }
 
+// beginFailback records that a failback resync to a replica of epoch peer
+// starts (the marker: "peer start") and returns the log position it
+// stands for: everything logged up to it is in the tree the resync reads,
+// and what follows is replayed after it. That is the log's end now —
+// unless an earlier attempt was cut short. Its batches may have put on
+// the replica what the tree held after that attempt's start, and this
+// walk, which sees the tree later, would leave such an object there (at
+// the first contact nothing the replica alone holds is removed) while the
+// events that removed or moved it on the master, logged in between,
+// would never be replayed. So the earliest start stands.
+func (c *Channel) beginFailback(peer uint64) (uint64, error) {
+	start := c.log.DurableSeq()
+	if b, err := os.ReadFile(c.failbackMarker()); err == nil {
+		var p, s uint64
+		if n, _ := fmt.Sscanf(string(b), "%d %d", &p, &s); n == 2 && s < start {
+			start = s
+		}
+	}
+	return start, durable.WriteFile(c.failbackMarker(), []byte(fmt.Sprintf("%d %d\n", peer, start)), 0o600)
+}
+
 // failback resyncs the whole tree to a replica (one that came back from
 // an older epoch, or that this log never shipped to), quarantining what
 // only it holds (kept in place at epoch 0, where there is no older master
-// to quarantine from), then moves the cursor to where the resync started:
-// everything logged before is in the tree the resync read. A marker keeps
-// a resync that was cut short pending.
+// to quarantine from), then moves the cursor to where the resync started
+// (beginFailback): everything logged before is in the tree the resync
+// read. A marker keeps a resync that was cut short pending.
 func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
-	if err := durable.WriteFile(c.failbackMarker(), []byte(fmt.Sprintf("%d\n", peer)), 0o600); err != nil {
+	start, err := c.beginFailback(peer)
+	if err != nil {
 		return err
 	}
-	start := c.log.DurableSeq()
 	c.logger.Warn(why+": resyncing the whole tree to it; what only it holds is kept (quarantined after a failover)",
 		"channel", c.cfg.Name, "replica_epoch", peer, "epoch", c.cfg.Client.Epoch)
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,

@@ -95,3 +95,44 @@ func TestHealMissingDirectory(t *testing.T) {
 		t.Errorf("resync of %q (whole %v), want b", dirs, whole)
 	}
 }
+
+// TestFailbackRetryKeepsItsStart: a failback resync cut short and begun
+// again stands for the log position of the first attempt, not the second:
+// the first one's batches may have put on the replica what the master
+// removed before the second walk, and only replaying the events logged
+// since the first start removes it there.
+func TestFailbackRetryKeepsItsStart(t *testing.T) {
+	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	appendEvents := func() uint64 {
+		t.Helper()
+		last, err := lg.Append(&synclog.Event{Op: synclog.OpCreate, Path: "u/new/1"}, &synclog.Event{Op: synclog.OpUnlink, Path: "u/new/1"})
+		if err == nil {
+			err = lg.Sync(last)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return last
+	}
+	first := appendEvents()
+	start, err := c.beginFailback(0)
+	if err != nil || start != first {
+		t.Fatalf("first attempt stands for %d (%v), want the log's end %d", start, err, first)
+	}
+	appendEvents() // logged while the first attempt ran, which then failed
+	if start, err = c.beginFailback(0); err != nil || start != first {
+		t.Fatalf("second attempt stands for %d (%v), want the first one's start %d", start, err, first)
+	}
+	if err := os.Remove(c.failbackMarker()); err != nil { // the second attempt succeeded
+		t.Fatal(err)
+	}
+	now := appendEvents()
+	if start, err = c.beginFailback(0); err != nil || start != now {
+		t.Errorf("a later failback stands for %d (%v), want the log's end %d", start, err, now)
+	}
+}
