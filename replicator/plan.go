@@ -73,6 +73,9 @@ type pendingEntry struct {
 	Path       string          `json:"path"`
 	ReplicaHas bool            `json:"replica_has"` // the replica holds an older copy at Path
 	Ranges     []synclog.Range `json:"ranges,omitempty"`
+	// AttrsOnly: the replica has it whole; only its attributes are due
+	// (they could not be read at Path, which later events moved).
+	AttrsOnly bool `json:"attrs_only,omitempty"`
 }
 
 // lineage is one object followed through the renames of a batch.
@@ -133,6 +136,8 @@ func newPlanner(pending []pendingEntry) *planner {
 				l.created = true
 				p.placePut(l, e.Path)
 				p.dirs[parent(e.Path)] = true
+			case e.AttrsOnly:
+				l.attrs = true
 			default:
 				for _, r := range e.Ranges {
 					l.ranges = synclog.AddRange(l.ranges, r, wire.MaxRanges)
@@ -142,7 +147,8 @@ func newPlanner(pending []pendingEntry) *planner {
 		}
 		l := p.newLineage(e.Path, !e.ReplicaHas, false)
 		l.ranges = slices.Clone(e.Ranges)
-		l.sized = e.ReplicaHas
+		l.sized = e.ReplicaHas && !e.AttrsOnly
+		l.attrs = e.AttrsOnly
 		if l.created {
 			p.placePut(l, e.Path)
 			// Putting it changes its directory on the replica (after a

@@ -421,6 +421,57 @@ func TestAttrsCarryExactXattrs(t *testing.T) {
 	}
 }
 
+// TestAttrsOfObjectMovedBeforeRead: a chmod's batch is read after a later
+// event renamed the file (found by TestRandomOps). Its attributes cannot
+// be read at the old name, and the rename that comes in a later batch
+// carries none: they must stay pending and go with that batch, or the
+// replica keeps the old mode for good.
+func TestAttrsOfObjectMovedBeforeRead(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.WriteFile(spool+"/x", []byte("moved"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(spool+"/x", &st); err != nil {
+		t.Fatal(err)
+	}
+	chmod := ev("chmod a/x")
+	chmod.Ino = st.Ino
+	ops, pending := resolveEvents(t, spool, chmod) // read after "rename a/x x" happened
+	for _, op := range ops {
+		if m, ok := op.msg.(*wire.SetAttr); ok && m.Path == "a/x" {
+			t.Errorf("SetAttr of a/x, which is gone")
+		}
+	}
+	if len(pending) != 1 || pending[0].Path != "a/x" || !pending[0].ReplicaHas || !pending[0].AttrsOnly || len(pending[0].Ranges) != 0 {
+		t.Fatalf("pending %+v, want a/x's attributes", pending)
+	}
+	rename := ev("rename a/x x")
+	rename.Ino = st.Ino
+	p := newPlanner(pending)
+	p.add(rename)
+	r := &resolver{backing: spool, cache: nil, mode: guid.None}
+	ops, pending, err := r.resolve(p.finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(ops)
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.Rename:
+			got = append(got, "Rename "+m.Src+" "+m.Dst)
+		case *wire.SetAttr:
+			got = append(got, fmt.Sprintf("SetAttr %s %o", m.Path, m.Mode))
+		case *wire.WriteRanges, *wire.Truncate, *wire.Put:
+			got = append(got, fmt.Sprintf("%T", m))
+		}
+	}
+	if want := []string{"Rename a/x x", "SetAttr x 600"}; !slices.Equal(got, want) || len(pending) != 0 {
+		t.Errorf("next batch: ops %q, pending %+v; want %q and nothing pending", got, pending, want)
+	}
+}
+
 // TestPutOfReplacedName: by the time a batch is read, another object has
 // taken the name of the one it created (a later rename over it). Its put
 // must not ship that object's content as this one's: it is pending, and

@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -146,14 +147,19 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				continue
 			}
 			st, err := t.lstat(s.path)
-			if err != nil {
-				continue // gone: a later event removes it on the replica too
-			}
-			if !t.sameObject(st, s.ino) {
-				// Another object took the name: the next batch's events
-				// move this one, and its attributes go then.
-				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true})
+			gone := errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
+			if gone && s.ino != 0 || err == nil && !t.sameObject(st, s.ino) {
+				// An object the events followed is gone from its name,
+				// or another took the name: a later event removed it or
+				// moved it, maybe keeping it (a rename), and its
+				// attributes go with the batch of that event. Dropping
+				// them would leave the replica's copy with its old mode,
+				// owner, times or xattrs for good.
+				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, AttrsOnly: true})
 				continue
+			}
+			if err != nil {
+				continue // a directory's times: gone with it
 			}
 			ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 			if st.Mode&unix.S_IFMT != unix.S_IFLNK {

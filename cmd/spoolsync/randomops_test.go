@@ -14,7 +14,8 @@ import (
 
 // TestRandomOps: random sequences of what a mail server does to files —
 // create, write at offsets, append, truncate, rename (plain, over another,
-// exchange), hard link, unlink, mkdir, rmdir, chmod, fsync — in a small
+// exchange), hard link, unlink, mkdir, rmdir, chmod, xattrs set and
+// removed, fsync — in a small
 // namespace, so that names are reused and objects move, link and vanish
 // in every order and across batch boundaries. After each sequence the
 // replica must be identical. Each seed's operations are logged, so a
@@ -52,7 +53,7 @@ func TestRandomOps(t *testing.T) {
 			}
 		}
 		for i := 0; i < 300; i++ {
-			switch rng.IntN(14) {
+			switch rng.IntN(16) {
 			case 0, 1:
 				f := path()
 				do("write "+f, os.WriteFile(f, []byte(fmt.Sprintf("%d-%d %s", seed, i, message(i))), 0o644))
@@ -95,6 +96,14 @@ func TestRandomOps(t *testing.T) {
 			case 12:
 				f := path()
 				do("chmod "+f, os.Chmod(f, os.FileMode(0o600+rng.IntN(2)*0o40)))
+			case 14, 15:
+				f := path()
+				if rng.IntN(2) == 0 {
+					v := []byte(fmt.Sprint("flags-", i))
+					do("setxattr "+f, unix.Setxattr(f, "user.flags", v, 0))
+				} else {
+					do("removexattr "+f, unix.Removexattr(f, "user.flags"))
+				}
 			case 13:
 				// An fsync ends a batch here, so the next ops land in another.
 				if fh, err := os.Open(path()); err == nil {
