@@ -16,12 +16,7 @@ import (
 // both hosts); neither request may overwrite the other, and a request
 // made while a resync runs survives that resync's end.
 func TestAskResyncAddsUp(t *testing.T) {
-	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lg.Close()
-	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	c := newTestChannel(t)
 	asked := func() ([]string, bool) {
 		b, err := os.ReadFile(c.resyncMarker())
 		if err != nil {
@@ -69,17 +64,12 @@ func TestHealMissingDirectory(t *testing.T) {
 	if err := os.Mkdir(backing+"/b", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
+	c := newTestChannel(t)
+	ps, err := openPending(c.log.Dir(), "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lg.Close()
-	ps, err := openPending(lg.Dir(), "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg, pending: ps, res: &resolver{backing: backing},
-		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c.pending, c.res, c.logger = ps, &resolver{backing: backing}, slog.New(slog.NewTextHandler(io.Discard, nil))
 	refused := &wire.ProtoError{Remote: true, Code: wire.CodeMissing, Path: "b", Msg: "setattr b: no such file or directory"}
 	if err := c.healMissing(refused); err != nil {
 		t.Fatal(err)
@@ -102,17 +92,12 @@ func TestHealMissingDirectory(t *testing.T) {
 // removed before the second walk, and only replaying the events logged
 // since the first start removes it there.
 func TestFailbackRetryKeepsItsStart(t *testing.T) {
-	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lg.Close()
-	c := &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	c := newTestChannel(t)
 	appendEvents := func() uint64 {
 		t.Helper()
-		last, err := lg.Append(&synclog.Event{Op: synclog.OpCreate, Path: "u/new/1"}, &synclog.Event{Op: synclog.OpUnlink, Path: "u/new/1"})
+		last, err := c.log.Append(&synclog.Event{Op: synclog.OpCreate, Path: "u/new/1"}, &synclog.Event{Op: synclog.OpUnlink, Path: "u/new/1"})
 		if err == nil {
-			err = lg.Sync(last)
+			err = c.log.Sync(last)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -135,4 +120,16 @@ func TestFailbackRetryKeepsItsStart(t *testing.T) {
 	if start, err = c.beginFailback(0); err != nil || start != now {
 		t.Errorf("a later failback stands for %d (%v), want the log's end %d", start, err, now)
 	}
+}
+
+// newTestChannel is a channel named default on a fresh sync log, closed
+// when the test ends; no replica.
+func newTestChannel(t *testing.T) *Channel {
+	t.Helper()
+	lg, err := synclog.Open(synclog.Options{Dir: t.TempDir(), FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lg.Close() })
+	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
 }

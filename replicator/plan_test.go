@@ -428,15 +428,9 @@ func TestAttrsCarryExactXattrs(t *testing.T) {
 // replica keeps the old mode for good.
 func TestAttrsOfObjectMovedBeforeRead(t *testing.T) {
 	spool := t.TempDir()
-	if err := os.WriteFile(spool+"/x", []byte("moved"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(spool+"/x", &st); err != nil {
-		t.Fatal(err)
-	}
+	ino := writeFile(t, spool+"/x", "moved")
 	chmod := ev("chmod a/x")
-	chmod.Ino = st.Ino
+	chmod.Ino = ino
 	ops, pending := resolveEvents(t, spool, chmod) // read after "rename a/x x" happened
 	for _, op := range ops {
 		if m, ok := op.msg.(*wire.SetAttr); ok && m.Path == "a/x" {
@@ -447,15 +441,8 @@ func TestAttrsOfObjectMovedBeforeRead(t *testing.T) {
 		t.Fatalf("pending %+v, want a/x's attributes", pending)
 	}
 	rename := ev("rename a/x x")
-	rename.Ino = st.Ino
-	p := newPlanner(pending)
-	p.add(rename)
-	r := &resolver{backing: spool, cache: nil, mode: guid.None}
-	ops, pending, err := r.resolve(p.finish())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFiles(ops)
+	rename.Ino = ino
+	ops, pending = resolvePending(t, spool, pending, rename)
 	var got []string
 	for _, op := range ops {
 		switch m := op.msg.(type) {
@@ -478,15 +465,8 @@ func TestAttrsOfObjectMovedBeforeRead(t *testing.T) {
 // the later events say where it went.
 func TestPutOfReplacedName(t *testing.T) {
 	spool := t.TempDir()
-	if err := os.WriteFile(spool+"/f", []byte("someone else"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(spool+"/f", &st); err != nil {
-		t.Fatal(err)
-	}
 	create := ev("create f")
-	create.Ino = st.Ino + 1 // the created object: not the one at f now
+	create.Ino = writeFile(t, spool+"/f", "someone else") + 1 // the created object: not the one at f now
 	ops, pending := resolveEvents(t, spool, create)
 	for _, op := range ops {
 		if m, ok := op.msg.(*wire.Put); ok {
@@ -498,9 +478,29 @@ func TestPutOfReplacedName(t *testing.T) {
 	}
 }
 
+// writeFile writes a file (mode 0600) and returns its inode number.
+func writeFile(t *testing.T, path, content string) uint64 {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
 // resolveEvents plans events (ev's compact forms, or events) as one batch
 // and resolves it against the backing dir spool.
 func resolveEvents(t *testing.T, spool string, events ...any) ([]shipOp, []pendingEntry) {
+	t.Helper()
+	return resolvePending(t, spool, nil, events...)
+}
+
+// resolvePending is resolveEvents for a batch that starts from what an
+// earlier one left pending.
+func resolvePending(t *testing.T, spool string, pending []pendingEntry, events ...any) ([]shipOp, []pendingEntry) {
 	t.Helper()
 	cache, err := guid.OpenCache(t.TempDir() + "/guids.db")
 	if err != nil {
@@ -508,7 +508,7 @@ func resolveEvents(t *testing.T, spool string, events ...any) ([]shipOp, []pendi
 	}
 	t.Cleanup(func() { cache.Close() })
 	r := &resolver{backing: spool, cache: cache, mode: guid.SHA256}
-	p := newPlanner(nil)
+	p := newPlanner(pending)
 	for _, e := range events {
 		switch e := e.(type) {
 		case string:
