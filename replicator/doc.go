@@ -23,7 +23,8 @@
 //     symlink anywhere in a path (tree.go). Files are opened here and held
 //     until sent, so a rename before sending cannot lose them. An object
 //     already gone (renamed or removed by events after this batch) is
-//     remembered as pending, durably, and the next batch starts from it;
+//     remembered as pending, durably — its content, or only its
+//     attributes — and the next batch starts from it;
 //     if later steps of the batch act on it in place (a link, as in a
 //     dotlock), an empty stand-in is put for them to act on.
 //  4. offer: the GUIDs of the files to put are offered; content crosses the
@@ -57,9 +58,11 @@
 //     older epoch (the old master after a failover), is first brought to
 //     the current tree by a whole-tree resync (resync.go) that keeps what
 //     only the replica holds — in its quarantine after a failover — and
-//     the cursor then starts where that resync started. What that resync
-//     found gone when it read a batch becomes pending: the events that
-//     moved it come after the cursor.
+//     the cursor then starts where that resync started — where its first
+//     attempt started, if an earlier one was cut short (its batches may
+//     have left on the replica what later events removed). What that
+//     resync found gone when it read a batch becomes pending: the events
+//     that moved it come after the cursor.
 //   - A batch the replica was applying when it died is sent again with
 //     the same events (the replica replays it), and then the directories
 //     it touched are resynced: a replay skips ops on files that are gone,
