@@ -319,8 +319,10 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 }
 
 // applyError is the Error a failed apply sends: code badpath for a path
-// the replica refused as leaving its root, apply otherwise, with the seq,
-// the path and the replica's reason.
+// the replica refused as leaving its root, missing (with its path) for an
+// object the op needs that the replica lacks, which the master heals by
+// sending it whole, apply otherwise; with the seq and the replica's
+// reason.
 func (ss *session) applyError(seq uint64, err error) error {
 	code := wire.CodeApply
 	if errors.Is(err, replica.ErrBadPath) || errors.Is(err, replica.ErrOutsideRoot) {
@@ -330,8 +332,15 @@ func (ss *session) applyError(seq uint64, err error) error {
 	var re *replica.Error
 	if errors.As(err, &re) {
 		p = re.Path
-		if p != "" && errors.Is(err, fs.ErrNotExist) && ss.store.Missing(p) {
-			code = wire.CodeMissing
+		if p != "" && errors.Is(err, fs.ErrNotExist) {
+			// The object the op needs: its path, or an exchange's other
+			// one (a rename's missing destination is no error).
+			switch {
+			case ss.store.Missing(p):
+				code = wire.CodeMissing
+			case re.Path2 != "" && ss.store.Missing(re.Path2):
+				code, p = wire.CodeMissing, re.Path2
+			}
 		}
 	}
 	return &wire.ProtoError{Code: code, Seq: seq, Path: p,

@@ -250,6 +250,37 @@ func TestApplyErrorEscapes(t *testing.T) {
 	}
 }
 
+// TestMissingNamesWhatIsMissing: an op refused because the replica lacks
+// an object it needs is answered with code missing and that object's
+// path — for an exchange, also its second path (found by TestRandomOps:
+// "rename x -> y: no such file" came as code apply, since x was there, and
+// the master retried the same batch for ever); an op refused for another
+// reason is not.
+func TestMissingNamesWhatIsMissing(t *testing.T) {
+	cases := []struct {
+		name string
+		ops  []op
+		code wire.Code
+		path string
+	}{
+		{"rename of a missing file", []op{{m: &wire.Rename{Src: "gone", Dst: "b"}}}, wire.CodeMissing, "gone"},
+		{"exchange with a missing file", []op{put("a", "x"), {m: &wire.Rename{Src: "a", Dst: "gone", Flags: wire.RenameExchange}}}, wire.CodeMissing, "gone"},
+		{"put into a missing directory", []op{put("nodir/a", "x")}, wire.CodeApply, "nodir/a"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ts := newTestServer(t)
+			conn := ts.dial()
+			sendBatch(t, conn, 1, "", c.ops...)
+			_, err := conn.Recv()
+			var pe *wire.ProtoError
+			if !errors.As(err, &pe) || pe.Code != c.code || pe.Path != c.path {
+				t.Fatalf("got %v, want code %v naming %s", err, c.code, c.path)
+			}
+		})
+	}
+}
+
 // TestSlowClientDoesNotStallOthers: a master stuck in the middle of a
 // batch holds no lock: another master's batch is applied and acked.
 func TestSlowClientDoesNotStallOthers(t *testing.T) {
