@@ -141,13 +141,17 @@ func (n *Node) remove(ctx context.Context, name string, op synclog.Op, do func(c
 }
 
 // survivorHandle returns the file handle (synclog.FileHandle) of the
-// regular file at p if other hard links will keep it once p is unlinked,
-// else "". The replicator reads through it what was written via p and not
-// yet shipped; nothing else can reach the file then. A filesystem without
-// handles gives "" (see the README's known limits).
+// regular file (or symlink) at p if other hard links will keep it once p
+// is unlinked, else "". The replicator reads through it what was written
+// via p and not yet shipped (a symlink's: its owner and times); nothing
+// else can reach the object then. A filesystem without handles gives ""
+// (see the README's known limits).
 func survivorHandle(p string) string {
 	var st unix.Stat_t
-	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
+	if unix.Lstat(p, &st) != nil || st.Nlink < 2 {
+		return ""
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFLNK {
 		return ""
 	}
 	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, p, 0)

@@ -52,10 +52,16 @@ type step struct {
 	// inOrder: a stepPut that later steps of the batch act on in place (a
 	// link, an exchange, a rename of the object). If the object cannot be
 	// read when the batch is sent (gone by the end of the batch, or by
-	// events after it), an empty stand-in is put instead: those steps need
-	// an object there, and the batch's own removals, or the next batch's
-	// put of what became pending, replace it.
+	// events after it), a stand-in of its type is put instead (made,
+	// target): those steps need an object there, and the batch's own
+	// removals, or the next batch's put of what became pending, replace
+	// it.
 	inOrder bool
+	// made: stepPut: the event that created the object (OpCreate,
+	// OpSymlink, OpMknod; OpRescan for a file), and for a symlink its
+	// target, which never changes: what its stand-in is.
+	made   synclog.Op
+	target string
 	// extra: a resync --delete's removal of what only the replica had
 	// when it compared. It is dropped if the master has the path by the
 	// time the batch is read: the object arrived meanwhile (rolling
@@ -76,6 +82,14 @@ type pendingEntry struct {
 	// AttrsOnly: the replica has it whole; only its attributes are due
 	// (they could not be read at Path, which later events moved).
 	AttrsOnly bool `json:"attrs_only,omitempty"`
+	// Ino is the object's inode number when known (0: not), so that the
+	// next batch, if the object is still not at Path, keeps it pending
+	// rather than take another object there for it.
+	Ino uint64 `json:"ino,omitempty"`
+	// Made and Target: what the object is, when known (see step.made), for
+	// a stand-in of its type should the next batch need one.
+	Made   synclog.Op `json:"made,omitempty"`
+	Target string     `json:"target,omitempty"`
 }
 
 // lineage is one object followed through the renames of a batch.
@@ -84,7 +98,9 @@ type lineage struct {
 	created bool   // the replica has no copy: ship it whole
 	inOrder bool   // created, but linked or exchanged: already put in place
 	isDir   bool
-	names   int // names it has at this point of the batch
+	made    synclog.Op // the event that created it (see step.made)
+	target  string     // a symlink's, from that event
+	names   int        // names it has at this point of the batch
 	ranges  []synclog.Range
 	sized   bool // truncated or written: send the size
 	attrs   bool
@@ -130,6 +146,7 @@ func newPlanner(pending []pendingEntry) *planner {
 			// The same path pending twice (its bytes and its attributes
 			// were both deferred): one object, whose changes add up.
 			// A new lineage would hide the first, and its bytes with it.
+			l.learnIno(e.Ino)
 			switch {
 			case l.created:
 			case !e.ReplicaHas:
@@ -146,6 +163,7 @@ func newPlanner(pending []pendingEntry) *planner {
 			continue
 		}
 		l := p.newLineage(e.Path, !e.ReplicaHas, false)
+		l.ino, l.made, l.target = e.Ino, e.Made, e.Target
 		l.ranges = slices.Clone(e.Ranges)
 		l.sized = e.ReplicaHas && !e.AttrsOnly
 		l.attrs = e.AttrsOnly
@@ -191,7 +209,10 @@ func (p *planner) add(ev *synclog.Event) {
 		p.dirs[parent(ev.Path)] = true
 		p.forget(ev.Path)
 		l := p.newLineage(ev.Path, true, false)
-		l.ino = ev.Ino
+		l.ino, l.made = ev.Ino, ev.Op
+		if ev.Op == synclog.OpSymlink {
+			l.target = ev.Path2
+		}
 		p.placePut(l, ev.Path)
 	case synclog.OpMkdir:
 		// Directories go in order (their children need them); the mkdir
@@ -424,6 +445,7 @@ func (p *planner) finish() []step {
 				p.steps[last].src = name // "" if gone by the end: later steps remove it
 				p.steps[last].inOrder = l.inOrder && !l.isDir
 				p.steps[last].ino = l.ino
+				p.steps[last].made, p.steps[last].target = l.made, l.target
 			default:
 				p.steps[last].kind = 0
 			}

@@ -18,6 +18,7 @@ import (
 	"spoolsync/guid"
 	"spoolsync/internal/walk"
 	"spoolsync/internal/xattr"
+	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
 
@@ -549,7 +550,14 @@ func (rs *resyncer) missing(l local) {
 }
 
 func (rs *resyncer) put(l local) {
-	rs.add(step{kind: stepPut, path: l.path, src: l.path})
+	s := step{kind: stepPut, path: l.path, src: l.path, made: synclog.OpCreate}
+	switch kindOf(l.st.Mode) {
+	case wire.KindSymlink:
+		s.made, s.target = synclog.OpSymlink, l.target
+	case wire.KindFIFO:
+		s.made = synclog.OpMknod
+	}
+	rs.add(s)
 	if key := [2]uint64{l.st.Dev, l.st.Ino}; l.st.Nlink > 1 {
 		// A new file on the replica: its other names must be linked anew.
 		if li, ok := rs.links[key]; ok && li.first == l.path {

@@ -93,15 +93,18 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				case s.inOrder:
 					// Dovecot's dotlock (create, link to the lock name,
 					// unlink, later unlink the lock) is such an object.
-					ops = append(ops, shipOp{msg: &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: 0o600}})
+					standIn, fill := standInFor(s)
+					ops = append(ops, shipOp{msg: standIn})
 					if s.src != "" {
 						// The stand-in ends the batch with the object's
 						// names, hard links included: the next batch fills
-						// it in place, so that every name gets the content.
-						pending = append(pending, pendingEntry{Path: s.src, ReplicaHas: true, Ranges: []synclog.Range{{Off: 0, Len: math.MaxUint64}}})
+						// it in place, so that every name gets the content
+						// (a symlink's or a fifo's is exact already) and
+						// the attributes.
+						pending = append(pending, fill)
 					}
 				case s.src != "":
-					pending = append(pending, pendingEntry{Path: s.src})
+					pending = append(pending, pendingEntry{Path: s.src, Ino: s.ino, Made: s.made, Target: s.target})
 				}
 				continue
 			}
@@ -116,7 +119,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			}
 			op, ok := r.write(t, s)
 			if !ok {
-				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, Ranges: s.ranges})
+				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, Ranges: s.ranges, Ino: s.ino})
 				continue
 			}
 			ops = append(ops, op)
@@ -143,6 +146,8 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 					f.Close()
 					ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 					ops = append(ops, setXattrs(s.path, wireXattrs(attrs), true)...)
+				} else if st, ok := t.statHandle(s.handle); ok && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+					ops = append(ops, shipOp{msg: setAttrOf(s.path, st)})
 				}
 				continue
 			}
@@ -155,7 +160,7 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 				// attributes go with the batch of that event. Dropping
 				// them would leave the replica's copy with its old mode,
 				// owner, times or xattrs for good.
-				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, AttrsOnly: true})
+				pending = append(pending, pendingEntry{Path: s.path, ReplicaHas: true, AttrsOnly: true, Ino: s.ino})
 				continue
 			}
 			if err != nil {
@@ -236,6 +241,23 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 		return shipOp{vanish: true}, nil
 	}
 	return shipOp{vanish: true}, nil // devices and sockets are not replicated
+}
+
+// standInFor is what an in-order put puts when its object cannot be read
+// (see step.inOrder), of the object's type — a file stand-in where the
+// master has a symlink would stay a file on the replica, since nothing
+// later writes to a symlink — and what the next batch must then fill in
+// at the object's final name.
+func standInFor(s step) (wire.Message, pendingEntry) {
+	attrs := pendingEntry{Path: s.src, ReplicaHas: true, AttrsOnly: true, Ino: s.ino}
+	switch s.made {
+	case synclog.OpSymlink:
+		return &wire.Symlink{Path: s.path, Target: s.target}, attrs
+	case synclog.OpMknod:
+		return &wire.Mknod{Path: s.path, Kind: wire.KindFIFO, Mode: 0o600}, attrs
+	}
+	return &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: 0o600},
+		pendingEntry{Path: s.src, ReplicaHas: true, Ranges: []synclog.Range{{Off: 0, Len: math.MaxUint64}}, Ino: s.ino}
 }
 
 // write resolves the changed ranges of a file the replica has; ok is false

@@ -142,6 +142,25 @@ func (t *tree) openHandle(h string) (*os.File, *unix.Stat_t, bool) {
 	return regularFile(fd, "handle "+h)
 }
 
+// statHandle stats the object a synclog.FileHandle names, of any type (a
+// symlink's handle cannot be opened for reading); false if it is gone.
+func (t *tree) statHandle(h string) (*unix.Stat_t, bool) {
+	typ, b, ok := synclog.ParseFileHandle(h)
+	if !ok {
+		return nil, false
+	}
+	fd, err := unix.OpenByHandleAt(t.rootfd, unix.NewFileHandle(typ, b), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return nil, false
+	}
+	return &st, true
+}
+
 // readlink returns the target of the symlink at p.
 func (t *tree) readlink(p string) (string, error) {
 	dirfd, name, err := t.parent(p)

@@ -8,14 +8,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // TestRandomOps: random sequences of what a mail server does to files —
 // create, write at offsets, append, truncate, rename (plain, over another,
-// exchange), hard link, unlink, mkdir, rmdir, chmod, xattrs set and
-// removed, fsync — in a small
+// exchange, of directories too), hard link, symlink, unlink, mkdir,
+// rmdir, chmod, utimes, xattrs set and removed, fsync — in a small
 // namespace, so that names are reused and objects move, link and vanish
 // in every order and across batch boundaries. After each sequence the
 // replica must be identical. Each seed's operations are logged, so a
@@ -57,7 +58,7 @@ func TestRandomOps(t *testing.T) {
 			}
 		}
 		for i := 0; i < 300; i++ {
-			switch rng.IntN(16) {
+			switch rng.IntN(19) {
 			case 0, 1:
 				f := path()
 				do("write "+f, os.WriteFile(f, []byte(fmt.Sprintf("%d-%d %s", seed, i, message(i))), 0o644))
@@ -108,6 +109,16 @@ func TestRandomOps(t *testing.T) {
 				} else {
 					do("removexattr "+f, unix.Removexattr(f, "user.flags"))
 				}
+			case 16:
+				a, b := dir(), dir()
+				do("rename dir "+a+" "+b, os.Rename(a, b))
+			case 17:
+				f := path()
+				do("symlink "+f, os.Symlink(fmt.Sprint("target-", i), f))
+			case 18:
+				f := path()
+				tm := time.Unix(1.7e9+int64(rng.IntN(1e6)), 0)
+				do("utimes "+f, os.Chtimes(f, tm, tm))
 			case 13:
 				// An fsync ends a batch here, so the next ops land in another.
 				if fh, err := os.Open(path()); err == nil {
