@@ -49,6 +49,7 @@ type Channel struct {
 
 	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
 	inlineNext bool         // the last batch failed on a put by GUID: no dedup for the next
+	refused    refusals     // the same batch refused again and again (passRefused)
 	// markerMu orders the resync requests (askResync: the mount's rescan
 	// after an unclean stop, a replayed batch) with their removal.
 	markerMu sync.Mutex
@@ -97,7 +98,6 @@ func (c *Channel) run(ctx context.Context) {
 		if shipped {
 			backoff = minBackoff
 		}
-		c.setError(err)
 		if errors.Is(err, wire.ErrFenced) {
 			if c.syncMode {
 				c.degrade("the replica was promoted (fenced)", c.log.LastSeq())
@@ -116,6 +116,9 @@ func (c *Channel) run(ctx context.Context) {
 			c.logger.Log(ctx, level, "replication channel down; retrying", "channel", c.cfg.Name,
 				"replica", c.cfg.Client.Addr, "err", err, "retry_in", backoff)
 		}
+		// After the log line, so that what reads the status (FENCED, the
+		// last error) finds the line written.
+		c.setError(err)
 		select {
 		case <-ctx.Done():
 			return
@@ -276,10 +279,11 @@ func decodeResyncMarker(b []byte) (dirs []string, whole bool) {
 func batchDirs(evs []*synclog.Event) []string {
 	var dirs []string
 	for _, ev := range evs {
-		for _, p := range []string{ev.Path, ev.Path2} {
-			if p != "" {
-				dirs = append(dirs, parent(p))
-			}
+		dirs = append(dirs, parent(ev.Path))
+		if ev.Op == synclog.OpRename || ev.Op == synclog.OpLink {
+			// Path2 is a destination only here: elsewhere it is a
+			// symlink's target or a file handle, not a path.
+			dirs = append(dirs, parent(ev.Path2))
 		}
 	}
 	slices.SortFunc(dirs, wire.ComparePaths)
@@ -306,13 +310,18 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Paths: dirs, Delete: true, Client: c.cfg.Client,
 		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger})
 	if err != nil {
-		return fmt.Errorf("resync after an unclean stop: %w", err)
+		return fmt.Errorf("resync of the directories asked for: %w", err)
 	}
 	if err := c.keepVanished(rep); err != nil {
 		return err
 	}
 	c.logger.Info("resync of the directories asked for done", "channel", c.cfg.Name, "subtrees", len(dirs),
 		"different", rep.Different, "deleted", rep.Deleted, "seconds", rep.Seconds)
+	// The cursor may have moved past a refused batch whose changes this
+	// resync carried (passRefused): what waits for them may go now.
+	if cursor, err := c.log.Cursor(c.cfg.Name); err == nil {
+		c.committed(cursor, false)
+	}
 	return c.resyncDone(b)
 }
 
@@ -523,10 +532,14 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 			if herr := c.healMissing(err); herr != nil {
 				return herr
 			}
+			if perr := c.passRefused(seq, evs, err); perr != nil {
+				return perr
+			}
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
 		c.inlineNext = false
 	}
+	c.refused = refusals{}
 	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {
 		return err
 	}
@@ -535,6 +548,51 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	}
 	c.acked(seq, len(evs), st, time.Since(start))
 	return nil
+}
+
+// maxRefusals is how many times the replica may refuse the same batch
+// (code apply) before passRefused goes past it.
+const maxRefusals = 3
+
+// refusals counts the replica's refusals of batch seq in a row.
+type refusals struct {
+	seq uint64
+	n   int
+}
+
+// passRefused goes past a batch the replica keeps refusing with code
+// apply (an op it cannot carry out on its tree: a directory where the
+// master made a file, a rename or rmdir that a resync which brought the
+// replica ahead of the log has made moot). Sent again, it fails the same
+// way for ever, and replication stops. On the maxRefusals-th refusal in a
+// row the directories the batch touched, and those of what is pending,
+// are asked for a resync (durably, before the next batch: it brings them
+// to the master's current tree, which holds everything the batch did),
+// and only then does the cursor move past the batch. fsync waiters in
+// sync mode are released by that resync, not here.
+func (c *Channel) passRefused(seq uint64, evs []*synclog.Event, err error) error {
+	var pe *wire.ProtoError
+	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeApply {
+		c.refused = refusals{}
+		return nil
+	}
+	if c.refused.seq != seq {
+		c.refused = refusals{seq: seq}
+	}
+	if c.refused.n++; c.refused.n < maxRefusals {
+		return nil
+	}
+	dirs := batchDirs(evs)
+	for _, e := range c.pending.entries() {
+		dirs = append(dirs, parent(e.Path))
+	}
+	c.logger.Error("the replica refused the same batch again; resyncing the directories it touches instead of sending it once more",
+		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "batch", seq, "refusals", c.refused.n, "err", err)
+	if err := c.askResync(dirs); err != nil {
+		return err
+	}
+	c.refused = refusals{}
+	return c.log.CommitCursor(c.cfg.Name, seq)
 }
 
 // pendingStore keeps the pending entries of a channel in a small file

@@ -133,3 +133,20 @@ func newTestChannel(t *testing.T) *Channel {
 	t.Cleanup(func() { lg.Close() })
 	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
 }
+
+// TestBatchDirs: the directories a batch touches are its paths' and its
+// renames' and links' destinations' — not a symlink's target or an
+// unlink's file handle, which share Path2 and would have the whole tree
+// (or a directory outside it) resynced.
+func TestBatchDirs(t *testing.T) {
+	evs := []*synclog.Event{
+		{Op: synclog.OpSymlink, Path: "u/a/link", Path2: "/etc/passwd"},
+		{Op: synclog.OpUnlink, Path: "u/b/gone", Path2: synclog.FileHandle(1, []byte{1, 2})},
+		{Op: synclog.OpRename, Path: "u/c/tmp/1", Path2: "u/c/new/1"},
+		{Op: synclog.OpLink, Path: "u/c/new/1", Path2: "u/d/1"},
+	}
+	want := []string{"u/a", "u/b", "u/c/new", "u/c/tmp", "u/d"}
+	if got := batchDirs(evs); !slices.Equal(got, want) {
+		t.Errorf("batchDirs = %q, want %q", got, want)
+	}
+}

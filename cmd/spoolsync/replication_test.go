@@ -390,6 +390,28 @@ func TestReplicaHealsLostFile(t *testing.T) {
 	}
 }
 
+// TestReplicaRefusesForGood: something on the replica's tree makes it
+// refuse a batch with code apply, the same way every time it is sent —
+// here a directory where the master delivers a file. Sent again and
+// again, replication would stop for good. After a few refusals the master
+// resyncs the directories the batch touches instead, goes past it, and
+// replication goes on.
+func TestReplicaRefusesForGood(t *testing.T) {
+	p := newPair(t, "")
+	md := filepath.Join(p.m.mnt, "user", "Maildir")
+	mkMaildir(t, md)
+	deliver(t, md, "first", message(1))
+	p.waitSynced(t)
+	must(t, os.MkdirAll(filepath.Join(p.r.root, "user", "Maildir", "new", "second", "in-the-way"), 0o755))
+	deliver(t, md, "second", message(2))
+	p.waitSynced(t)
+	deliver(t, md, "third", message(3))
+	p.waitSynced(t)
+	if !strings.Contains(p.mount.stderr.String(), "refused the same batch again") {
+		t.Errorf("the mount did not say it went past the refused batch:\n%s", p.mount.stderr)
+	}
+}
+
 // TestReplayResyncsItsDirs: the replica dies while it applies a batch; the
 // master sends the batch again and the replica replays it. A replay skips
 // ops on files that are gone (an earlier apply may have moved them), and a
