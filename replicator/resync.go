@@ -575,10 +575,10 @@ func (rs *resyncer) put(l local) {
 }
 
 // linked handles the second and later names of a multiply-linked master
-// file: they must be links to the first name on the replica too. It
-// reports whether l was such a name.
+// file or symlink: they must be links to the first name on the replica
+// too. It reports whether l was such a name.
 func (rs *resyncer) linked(l local, r *wire.ManifestEntry) bool {
-	if l.st.Nlink < 2 || kindOf(l.st.Mode) != wire.KindFile {
+	if k := kindOf(l.st.Mode); l.st.Nlink < 2 || k != wire.KindFile && k != wire.KindSymlink {
 		return false
 	}
 	key := [2]uint64{l.st.Dev, l.st.Ino}
@@ -606,9 +606,11 @@ func (rs *resyncer) linked(l local, r *wire.ManifestEntry) bool {
 // compare handles an entry both sides have, of the same type.
 func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 	st := &l.st
-	attrs := st.Uid != r.UID || st.Gid != r.GID
+	// A symlink has no mode of its own and its xattrs are not replicated,
+	// but its owner and mtime are.
+	attrs := st.Uid != r.UID || st.Gid != r.GID || st.Mtim.Nano() != r.Mtime
 	if r.Kind != wire.KindSymlink {
-		attrs = attrs || st.Mode&07777 != r.Mode&07777 || st.Mtim.Nano() != r.Mtime || !sameXattrs(l.xattrs, r.Xattrs)
+		attrs = attrs || st.Mode&07777 != r.Mode&07777 || !sameXattrs(l.xattrs, r.Xattrs)
 	}
 	switch r.Kind {
 	case wire.KindDir:
@@ -645,6 +647,9 @@ func (rs *resyncer) compare(l local, r *wire.ManifestEntry) {
 			return
 		}
 	case wire.KindSymlink:
+		if rs.linked(l, r) {
+			return
+		}
 		if l.err == nil && l.target != r.Target {
 			rs.differ("%s: symlink target differs", l.path)
 			rs.changed(l.path)

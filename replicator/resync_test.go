@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"spoolsync/guid"
 	"spoolsync/internal/testenv"
+	"spoolsync/internal/treecmp"
 	"spoolsync/replica"
 	"spoolsync/replica/server"
 	"spoolsync/wire"
@@ -282,5 +285,35 @@ func TestResyncGUIDModes(t *testing.T) {
 				t.Errorf("replica holds %q after the resync", got)
 			}
 		})
+	}
+}
+
+// TestResyncSymlinkLinksAndTimes: a symlink's hard links and its mtime are
+// compared and repaired like a file's (found by TestRandomOps: the replica
+// kept separate symlinks, and a stand-in's zero mtime, for good).
+func TestResyncSymlinkLinksAndTimes(t *testing.T) {
+	spool, root, opts := newResyncTest(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink("target", filepath.Join(spool, "s")))
+	must(os.Link(filepath.Join(spool, "s"), filepath.Join(spool, "s2")))
+	if _, err := Resync(t.Context(), opts); err != nil {
+		t.Fatal(err)
+	}
+	// The replica drifts: the link broken, the mtime lost.
+	must(os.Remove(filepath.Join(root, "s2")))
+	must(os.Symlink("target", filepath.Join(root, "s2")))
+	must(unix.Lutimes(filepath.Join(root, "s"), []unix.Timeval{{}, {}}))
+	rep, err := Resync(t.Context(), opts)
+	if err != nil || rep.Different == 0 {
+		t.Fatalf("resync: %v, %d differences", err, rep.Different)
+	}
+	diffs, err := treecmp.Diff(spool, root, treecmp.Options{Skip: []string{".spoolsync"}})
+	if err != nil || len(diffs) > 0 {
+		t.Errorf("after the resync: %v %q", err, diffs)
 	}
 }
