@@ -250,10 +250,10 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 // at the object's final name.
 func standInFor(s step) (wire.Message, pendingEntry) {
 	attrs := pendingEntry{Path: s.src, ReplicaHas: true, AttrsOnly: true, Ino: s.ino}
-	switch s.made {
-	case synclog.OpSymlink:
+	switch {
+	case s.made == synclog.OpSymlink && s.target != "":
 		return &wire.Symlink{Path: s.path, Target: s.target}, attrs
-	case synclog.OpMknod:
+	case s.made == synclog.OpMknod:
 		return &wire.Mknod{Path: s.path, Kind: wire.KindFIFO, Mode: 0o600}, attrs
 	}
 	return &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: 0o600},
