@@ -367,22 +367,22 @@ func (c *Channel) healMissing(err error) error {
 	c.logger.Warn("the replica lacks a file the batch changes; sending it whole from the master",
 		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
 	list = slices.DeleteFunc(slices.Clone(list), func(e pendingEntry) bool { return e.Path == pe.Path })
-	return c.pending.replace(append(list, lacking(filepath.Join(c.res.backing, pe.Path), pe.Path)))
+	return c.pending.replace(append(list, lacking(c.res.abs(pe.Path), pe.Path)))
 }
 
-// lacking is the pending entry of an object the replica lacks at p, found
-// at backing (the same path in the backing dir): with its type, so that a
-// stand-in for it, if the next batch needs one, is of that type.
-func lacking(backing, p string) pendingEntry {
+// lacking is the pending entry of an object the replica lacks at p, which
+// the backing dir has at abs: with its type, so that a stand-in for it, if
+// the next batch needs one, is of that type.
+func lacking(abs, p string) pendingEntry {
 	e := pendingEntry{Path: p, Made: synclog.OpCreate}
 	var st unix.Stat_t
-	if unix.Lstat(backing, &st) != nil {
+	if unix.Lstat(abs, &st) != nil {
 		return e
 	}
 	e.Ino = st.Ino
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFLNK:
-		if target, err := os.Readlink(backing); err == nil {
+		if target, err := os.Readlink(abs); err == nil {
 			e.Made, e.Target = synclog.OpSymlink, target
 		}
 	case unix.S_IFIFO:
