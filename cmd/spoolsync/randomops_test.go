@@ -16,7 +16,7 @@ import (
 // TestRandomOps: random sequences of what a mail server does to files —
 // create, write at offsets, append, truncate, rename (plain, over another,
 // exchange, of directories too), hard link, symlink, unlink, mkdir,
-// rmdir, chmod, utimes, xattrs set and removed, fsync — in a small
+// rmdir, chmod, chown, utimes, xattrs set and removed, fsync — in a small
 // namespace, so that names are reused and objects move, link and vanish
 // in every order and across batch boundaries. After each sequence the
 // replica must be identical. Each seed's operations are logged, so a
@@ -69,7 +69,7 @@ func TestRandomOps(t *testing.T) {
 			}
 		}
 		for i := 0; i < 300; i++ {
-			switch rng.IntN(19) {
+			switch rng.IntN(20) {
 			case 0, 1:
 				f := path()
 				do("write "+f, os.WriteFile(f, []byte(fmt.Sprintf("%d-%d %s", seed, i, message(i))), 0o644))
@@ -130,6 +130,9 @@ func TestRandomOps(t *testing.T) {
 				f := path()
 				tm := time.Unix(1.7e9+int64(rng.IntN(1e6)), 0)
 				do("utimes "+f, os.Chtimes(f, tm, tm))
+			case 19:
+				f := path()
+				do("chown "+f, os.Lchown(f, 1000+rng.IntN(2), 1000+rng.IntN(2)))
 			case 13:
 				// An fsync ends a batch here, so the next ops land in another.
 				if fh, err := os.Open(path()); err == nil {
