@@ -379,14 +379,9 @@ func lacking(abs, p string) pendingEntry {
 	if unix.Lstat(abs, &st) != nil {
 		return e
 	}
-	e.Ino = st.Ino
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFLNK:
-		if target, err := os.Readlink(abs); err == nil {
-			e.Made, e.Target = synclog.OpSymlink, target
-		}
-	case unix.S_IFIFO:
-		e.Made = synclog.OpMknod
+	e.Ino, e.Made = st.Ino, madeOf(st.Mode)
+	if e.Made == synclog.OpSymlink {
+		e.Target, _ = os.Readlink(abs) // none: a file stand-in (standInFor)
 	}
 	return e
 }

@@ -92,6 +92,18 @@ type pendingEntry struct {
 	Target string     `json:"target,omitempty"`
 }
 
+// madeOf is the event that makes an object of mode's type (see
+// step.made): what a stand-in for it, or its put from pending, is.
+func madeOf(mode uint32) synclog.Op {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return synclog.OpSymlink
+	case unix.S_IFIFO:
+		return synclog.OpMknod
+	}
+	return synclog.OpCreate
+}
+
 // lineage is one object followed through the renames of a batch.
 type lineage struct {
 	ino     uint64 // inode number from its events; 0 if none said

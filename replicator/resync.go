@@ -18,7 +18,6 @@ import (
 	"spoolsync/guid"
 	"spoolsync/internal/walk"
 	"spoolsync/internal/xattr"
-	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
 
@@ -550,14 +549,7 @@ func (rs *resyncer) missing(l local) {
 }
 
 func (rs *resyncer) put(l local) {
-	s := step{kind: stepPut, path: l.path, src: l.path, made: synclog.OpCreate}
-	switch kindOf(l.st.Mode) {
-	case wire.KindSymlink:
-		s.made, s.target = synclog.OpSymlink, l.target
-	case wire.KindFIFO:
-		s.made = synclog.OpMknod
-	}
-	rs.add(s)
+	rs.add(step{kind: stepPut, path: l.path, src: l.path, made: madeOf(l.st.Mode), target: l.target})
 	if key := [2]uint64{l.st.Dev, l.st.Ino}; l.st.Nlink > 1 {
 		// A new file on the replica: its other names must be linked anew.
 		if li, ok := rs.links[key]; ok && li.first == l.path {
