@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"time"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // Log is where the filesystem records events; *synclog.Log implements it.

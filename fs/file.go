@@ -9,7 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // file is a cached handle (see iomode.go): its reads and writes come to us,

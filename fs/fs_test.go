@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"spoolsync/internal/testenv"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // memLog is an in-memory Log that can be told to fail.

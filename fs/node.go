@@ -9,7 +9,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // Node is a file or directory of the mount. It embeds the loopback node, so

@@ -7,7 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // Setattr is chmod, chown, truncate and utimens, by path or by handle.

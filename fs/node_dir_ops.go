@@ -9,7 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // backingPath is the absolute path of name in directory n on the backing dir.

@@ -7,7 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // writable reports whether open flags allow writing.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"syscall"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

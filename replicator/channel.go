@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spoolsync/internal/durable"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 
@@ -672,6 +672,22 @@ func unionPending(a, b []pendingEntry) []pendingEntry {
 		if !dup {
 			out = append(out, e)
 		}
+	}
+	return out
+}
+
+// topmost reduces dirs (as WalkDir lists them) to those not below another
+// one of them, in ComparePaths order; "." (the root) stands for all.
+func topmost(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		if d == "." {
+			return nil // the whole tree
+		}
+		if n := len(out); n > 0 && under(d, out[n-1]) {
+			continue
+		}
+		out = append(out, d)
 	}
 	return out
 }

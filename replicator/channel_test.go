@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

@@ -53,7 +53,7 @@
 //   - Memory does not grow with the backlog: the backlog is the log on
 //     disk, read a batch at a time.
 //   - After an unclean stop, files changed since the last checkpoint are
-//     recorded as OpRescan and shipped whole (rescan.go).
+//     recorded as OpRescan and shipped whole (package fs/recovery).
 //   - A replica this log has never shipped to, or one whose tree is of an
 //     older epoch (the old master after a failover), is first brought to
 //     the current tree by a whole-tree resync (resync.go) that keeps what

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

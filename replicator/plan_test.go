@@ -12,7 +12,7 @@ import (
 
 	"spoolsync/guid"
 	"spoolsync/internal/testenv"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"spoolsync/guid"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

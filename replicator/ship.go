@@ -14,7 +14,7 @@ import (
 	"spoolsync/fence"
 	"spoolsync/guid"
 	"spoolsync/internal/xattr"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

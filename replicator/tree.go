@@ -9,7 +9,7 @@ import (
 
 	"spoolsync/internal/walk"
 	"spoolsync/internal/xattr"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"spoolsync/config"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 const logAbout = `

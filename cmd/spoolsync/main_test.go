@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"spoolsync/internal/testenv"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // binary is the spoolsync command built once for the end-to-end tests.

@@ -16,8 +16,9 @@ import (
 	"spoolsync/config"
 	"spoolsync/fence"
 	"spoolsync/fs"
+	"spoolsync/fs/recovery"
 	"spoolsync/replicator"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 const mountAbout = `
@@ -81,20 +82,20 @@ func runMount(args []string) error {
 	defer release()
 
 	var lg fs.Log = discardLog{}
-	var slog_ *synclog.Log
+	var syncLog *synclog.Log
 	var rescanFrom *time.Time // the last run stopped uncleanly: rescan from here
 	if cfg.SyncLog {
 		seg, err := config.ParseSize(*segSize)
 		if err != nil || seg < 64<<10 {
 			return usagef("mount: --log-segment-size %q: want a size of at least 64K", *segSize)
 		}
-		slog_, err = synclog.Open(synclog.Options{Dir: dirs.log, SegmentSize: seg, Logger: logger})
+		syncLog, err = synclog.Open(synclog.Options{Dir: dirs.log, SegmentSize: seg, Logger: logger})
 		if err != nil {
 			return fmt.Errorf("mount: open the sync log: %w", err)
 		}
-		defer slog_.Close()
-		lg = slog_
-		since, unclean, err := replicator.StartRun(dirs.log)
+		defer syncLog.Close()
+		lg = syncLog
+		since, unclean, err := recovery.StartRun(dirs.log)
 		if err != nil {
 			return fmt.Errorf("mount: %w", err)
 		}
@@ -120,7 +121,7 @@ func runMount(args []string) error {
 		if !cfg.SyncLog {
 			return usagef("mount: sync_host is set but sync_log is off: rolling replication needs the sync log")
 		}
-		if repl, err = newReplication(cfg, slog_, dirs.backing, tree.Epoch, logger); err != nil {
+		if repl, err = newReplication(cfg, syncLog, dirs.backing, tree.Epoch, logger); err != nil {
 			return err
 		}
 		if cfg.SyncMode == "sync" {
@@ -140,19 +141,19 @@ func runMount(args []string) error {
 	defer cancel()
 	waitReplication := func() {}
 	if repl != nil {
-		if waitReplication, err = startReplication(ctx, cfg, repl, slog_, logger); err != nil {
+		if waitReplication, err = startReplication(ctx, cfg, repl, syncLog, logger); err != nil {
 			repl.Close()
 			m.Unmount(*grace)
 			return err
 		}
 	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
-	if slog_ != nil {
+	if syncLog != nil {
 		var resync func([]string) error
 		if repl != nil {
 			resync = repl.ResyncDirs
 		}
-		go keepCheckpoint(ctx, m, slog_, dirs.backing, rescanFrom, resync, logger)
+		go keepCheckpoint(ctx, m, syncLog, dirs.backing, rescanFrom, resync, logger)
 	}
 
 	select {
@@ -168,8 +169,8 @@ func runMount(args []string) error {
 	// What was logged before the unmount is shipped by the next start.
 	cancel()
 	waitReplication()
-	if slog_ != nil {
-		if err := replicator.EndRun(dirs.log); err != nil {
+	if syncLog != nil {
+		if err := recovery.EndRun(dirs.log); err != nil {
 			logger.Warn("cannot record the clean stop; the next start will rescan", "err", err)
 		}
 	}
@@ -193,7 +194,7 @@ const checkpointEvery = 5 * time.Second
 func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, resync func([]string) error, logger *slog.Logger) {
 	if from != nil {
 		start := time.Now()
-		n, dirs, err := replicator.Rescan(lg, backing, *from, logger)
+		n, dirs, err := recovery.Rescan(lg, backing, *from, logger)
 		if err == nil && resync != nil {
 			err = resync(dirs)
 		}
@@ -211,7 +212,7 @@ func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing s
 		// Durable log first: the checkpoint promises the log has
 		// everything before it.
 		if err := lg.Sync(lg.LastSeq()); err == nil {
-			if err := replicator.SaveCheckpoint(lg.Dir(), cp); err != nil {
+			if err := recovery.SaveCheckpoint(lg.Dir(), cp); err != nil {
 				logger.Warn("cannot save the checkpoint", "err", err)
 			}
 		}

@@ -19,7 +19,7 @@ import (
 	"spoolsync/config"
 	"spoolsync/guid"
 	"spoolsync/replicator"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 	"spoolsync/wire"
 )
 

@@ -1,4 +1,12 @@
-package replicator
+// Package recovery is the mount's crash recovery: a run marker that tells
+// an unclean stop from a clean one, a checkpoint before which every write
+// is in the sync log, and the rescan that turns what an unclean stop may
+// have left unlogged into events.
+//
+// Invariant: the run marker is removed (EndRun) only after a stop that
+// left nothing unlogged; a mount that finds it at start rescans every file
+// changed since the checkpoint before it may call the run clean again.
+package recovery
 
 import (
 	"errors"
@@ -7,15 +15,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"spoolsync/internal/durable"
 	"strconv"
 	"strings"
 	"time"
 
+	"spoolsync/internal/durable"
+
 	"golang.org/x/sys/unix"
 
 	"spoolsync/fence"
-	"spoolsync/replicator/synclog"
+	"spoolsync/synclog"
 )
 
 // An unclean stop (the mount process killed, the machine crashed) can
@@ -125,20 +134,4 @@ func Rescan(lg *synclog.Log, backing string, since time.Time, logger *slog.Logge
 		return n, nil, fmt.Errorf("rescan %s: %w", backing, err)
 	}
 	return n, dirs, nil
-}
-
-// topmost reduces dirs (as WalkDir lists them) to those not below another
-// one of them, in ComparePaths order; "." (the root) stands for all.
-func topmost(dirs []string) []string {
-	var out []string
-	for _, d := range dirs {
-		if d == "." {
-			return nil // the whole tree
-		}
-		if n := len(out); n > 0 && under(d, out[n-1]) {
-			continue
-		}
-		out = append(out, d)
-	}
-	return out
 }

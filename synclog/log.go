@@ -33,6 +33,12 @@ type Options struct {
 
 // Log is the single writer of a sync log directory. Its methods are safe
 // for concurrent use.
+//
+// Lock order, where two nest: wmu before mu (Append and Close hold wmu
+// while they take mu), cmu before mu (trimming behind the cursors holds
+// cmu while it reads the segment list). Nothing takes wmu or cmu while
+// holding mu; Close takes cmu (in release) while it holds wmu, so the
+// whole order is wmu, cmu, mu.
 type Log struct {
 	dir    string
 	size   int64 // size of new segments
