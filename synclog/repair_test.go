@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"spoolsync/internal/testenv"
 )
 
 // TestTornTailEveryOffset cuts the last record at every offset, by
@@ -206,7 +208,7 @@ func TestRepair(t *testing.T) {
 				checkTryNext(t, dir, stop, want.corruptAt, path)
 			}
 
-			var logged logBuffer
+			var logged testenv.Buffer
 			l, err = Open(Options{Dir: dir, SegmentSize: 64 << 10, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 			if want.corruptAt >= 0 {
 				checkCorrupt(t, "Open", err, path, want.corruptAt)
@@ -233,7 +235,7 @@ func TestRepair(t *testing.T) {
 			r.Close()
 			l.Close()
 			// Repaired for good: a second open finds nothing to drop.
-			logged = logBuffer{}
+			logged = testenv.Buffer{}
 			l = openTestLog(t, dir, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 			if l.LastSeq() != want.keep+3 || logged.String() != "" {
 				t.Fatalf("second reopen: LastSeq %d (want %d), logged %q", l.LastSeq(), want.keep+3, logged.String())

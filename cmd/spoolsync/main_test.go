@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,26 +67,9 @@ func newEnv(t *testing.T, extraConf string) *env {
 // proc is a spoolsync process started by a test.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testenv.Buffer
 	done   chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProc starts the spoolsync binary with args and waits for a line of
@@ -104,7 +85,7 @@ func startProc(t *testing.T, args []string, ready func(line string) (string, boo
 // whose process is spoolsync's own; what names it in errors.
 func startCmd(t *testing.T, cmd *exec.Cmd, what string, ready func(line string) (string, bool), cleanup func()) (*proc, string, error) {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -298,7 +279,9 @@ func TestLazyUnmount(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(300 * time.Millisecond)
+	testenv.Eventually(t, 10*time.Second, "the mount to log that it is unmounting", func() bool {
+		return strings.Contains(p.stderr.String(), "unmounting")
+	})
 	if _, err := f.WriteString("late"); err != nil {
 		t.Errorf("write to a held file after SIGTERM: %v", err)
 	}
@@ -443,15 +426,9 @@ func TestLogDiskFull(t *testing.T) {
 		t.Fatalf("deliveries with a full log disk: %v, want EIO", failed)
 	}
 	os.Remove(filler)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		if err := os.WriteFile(filepath.Join(e.mnt, "after"), []byte("ok"), 0o644); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("deliveries still fail after the log disk has room again")
+	testenv.Eventually(t, 10*time.Second, "a delivery to succeed once the log disk has room again", func() bool {
+		return os.WriteFile(filepath.Join(e.mnt, "after"), []byte("ok"), 0o644) == nil
+	})
 }
 
 type zeros struct{}

@@ -433,8 +433,11 @@ func TestServerCrash(t *testing.T) {
 	must(t, err)
 	sendOps(t, c, 1, ops, all)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-		if ents, _ := os.ReadDir(filepath.Join(e.root, "m")); len(ents) > 0 || time.Now().After(deadline) {
+		if ents, _ := os.ReadDir(filepath.Join(e.root, "m")); len(ents) > 0 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no file of the batch applied after 30s: cannot kill the server mid-batch")
 		}
 	}
 	p.stop(t, syscall.SIGKILL)
