@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,8 +78,9 @@ func newReplication(cfg *config.Config, lg *synclog.Log, backing string, epoch u
 	return replicator.New(lg, opts, chans)
 }
 
-// startReplication runs r and the status socket until ctx is done; the
-// returned func waits for both to stop.
+// startReplication runs r, the status socket and the metrics listener
+// until ctx is done; the returned func waits for every goroutine they
+// started (connections being answered included) to end.
 func startReplication(ctx context.Context, cfg *config.Config, r *replicator.Replicator, lg *synclog.Log, logger *slog.Logger) (wait func(), err error) {
 	sock := statusSocket(lg.Dir())
 	os.Remove(sock) // a stale socket of a killed process; the log's lock says none runs
@@ -91,36 +93,37 @@ func startReplication(ctx context.Context, cfg *config.Config, r *replicator.Rep
 		ln.Close()
 		return nil, err
 	}
+	var wg sync.WaitGroup
 	if cfg.MetricsListen != "" {
-		if err := serveMetrics(ctx, cfg.MetricsListen, r, logger); err != nil {
+		if err := serveMetrics(ctx, &wg, cfg.MetricsListen, r, logger); err != nil {
 			ln.Close()
 			return nil, err
 		}
 	}
-	done := make(chan struct{}, 2)
-	go func() {
-		r.Run(ctx)
-		done <- struct{}{}
-	}()
-	go func() {
+	wg.Go(func() { r.Run(ctx) })
+	wg.Go(func() {
 		<-ctx.Done()
 		ln.Close()
-	}()
-	go func() {
+	})
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				done <- struct{}{}
 				return
 			}
-			go serveControl(c, r, lg, logger)
+			wg.Go(func() {
+				stop := context.AfterFunc(ctx, func() { c.Close() }) // a stuck client must not hold up the stop
+				defer stop()
+				serveControl(c, r, lg, logger)
+			})
 		}
-	}()
-	return func() { <-done; <-done; os.Remove(sock) }, nil
+	})
+	return func() { wg.Wait(); os.Remove(sock) }, nil
 }
 
-// serveMetrics serves Prometheus /metrics on addr until ctx is done.
-func serveMetrics(ctx context.Context, addr string, r *replicator.Replicator, logger *slog.Logger) error {
+// serveMetrics serves Prometheus /metrics on addr until ctx is done, in
+// goroutines added to wg.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, r *replicator.Replicator, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(replicator.NewCollector(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
@@ -130,11 +133,11 @@ func serveMetrics(ctx context.Context, addr string, r *replicator.Replicator, lo
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	go func() {
+	wg.Go(func() { srv.Serve(ln) })
+	wg.Go(func() {
 		<-ctx.Done()
 		srv.Close()
-	}()
+	})
 	logger.Info("serving metrics", "addr", ln.Addr().String())
 	return nil
 }
