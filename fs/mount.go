@@ -36,9 +36,11 @@ type Options struct {
 	// see package fs/uring) and fails if the kernel will not; "off" reads
 	// /dev/fuse; "auto" (or "") uses io_uring where the kernel allows it
 	// and /dev/fuse elsewhere.
-	Uring  string
-	Logger *slog.Logger
-	Debug  bool // log every FUSE request
+	Uring string
+	// uringBadQueues: see uring.Config.BadQueues (tests only).
+	uringBadQueues bool
+	Logger         *slog.Logger
+	Debug          bool // log every FUSE request
 }
 
 // DefaultOptions are the settings measured fastest for mail workloads

@@ -36,7 +36,7 @@ func prepareUring(opts Options) (*uring.Transport, error) {
 	why := uring.Unavailable()
 	var tr *uring.Transport
 	if why == nil {
-		tr, why = uring.Prepare(uring.Config{MaxWrite: maxWrite, Logger: opts.Logger})
+		tr, why = uring.Prepare(uring.Config{MaxWrite: maxWrite, Logger: opts.Logger, BadQueues: opts.uringBadQueues})
 	}
 	if why != nil {
 		if opts.Uring == "on" {

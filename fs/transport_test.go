@@ -106,6 +106,47 @@ func TestUringLargeIO(t *testing.T) {
 	}
 }
 
+// TestUringRegistrationFailureFallsBack: when the kernel refuses the
+// rings' registration (here: queues it does not have), it goes back to
+// /dev/fuse for the connection, and so does the mount with fuse_uring
+// auto; with fuse_uring on, the mount fails and says why.
+func TestUringRegistrationFailureFallsBack(t *testing.T) {
+	needUring(t)
+	opts := DefaultOptions()
+	opts.uringBadQueues = true
+	tc := newTestCase(t, opts)
+	if got := tc.m.Transport(); got != TransportDevFUSE {
+		t.Fatalf("transport %q after failed registration, want %q", got, TransportDevFUSE)
+	}
+	writeAndReadBack(t, tc)
+
+	opts.Uring = "on"
+	dir := t.TempDir()
+	backing, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m")
+	os.Mkdir(backing, 0o755)
+	os.Mkdir(mnt, 0o755)
+	m, err := New(backing, mnt, &memLog{}, opts)
+	if err == nil {
+		m.Unmount(0)
+		t.Fatal("fuse_uring on mounted although no ring registered")
+	}
+	if !strings.Contains(err.Error(), "register queue") {
+		t.Fatalf("error %q does not say the registration failed", err)
+	}
+	if mounted(t, mnt) {
+		t.Fatalf("%s still mounted after the failed mount", mnt)
+	}
+}
+
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), " "+dir+" ")
+}
+
 func writeAndReadBack(t *testing.T, tc *testCase) {
 	t.Helper()
 	if err := os.WriteFile(tc.m_("f"), []byte("hello"), 0o644); err != nil {

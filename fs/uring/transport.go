@@ -41,6 +41,10 @@ type Config struct {
 	// refuses buffers smaller than the largest request it may send.
 	MaxWrite int
 	Logger   *slog.Logger
+	// BadQueues makes every registration name a queue the kernel does
+	// not have, so that it fails (EINVAL) as a real one can: only for
+	// tests of the fallback to /dev/fuse.
+	BadQueues bool
 }
 
 // DefaultDepth is the default Config.Depth.
@@ -234,7 +238,11 @@ func connectionGone(errno unix.Errno) bool {
 }
 
 func (w *worker) serve(t *Transport) {
-	w.r.prepCmd(t.devFD, cmdRegister, unsafe.Pointer(w.iov), 2, cmdReq(w.qid, 0))
+	qid := w.qid
+	if t.cfg.BadQueues {
+		qid = uint16(t.queues) + qid
+	}
+	w.r.prepCmd(t.devFD, cmdRegister, unsafe.Pointer(w.iov), 2, cmdReq(qid, 0))
 	for w.r.pending() > 0 {
 		if err := w.r.enter(false); err != nil {
 			t.registered <- fmt.Errorf("FUSE over io_uring: register queue %d: io_uring_enter: %w", w.qid, err)
