@@ -64,6 +64,7 @@ type Config struct {
 	Admins         []string
 	SASLPasswdFile string // sasl_passwd_file
 	MetricsListen  string // metrics_listen
+	FuseURing      string // fuse_uring: auto, on, off
 }
 
 // Channel is one replica the master ships to.
@@ -113,6 +114,7 @@ func Default() *Config {
 		CompressLevel:      2, // zstd.SpeedDefault
 		SyncMode:           "async",
 		SyncTimeout:        5 * time.Second,
+		FuseURing:          "auto",
 	}
 }
 
@@ -233,6 +235,7 @@ func (c *Config) finish(entries map[string]entry) error {
 	c.Admins = p.list("admins")
 	p.str("sasl_passwd_file", &c.SASLPasswdFile)
 	p.str("metrics_listen", &c.MetricsListen)
+	p.oneOf("fuse_uring", &c.FuseURing, "auto", "on", "off")
 	if p.err != nil {
 		return p.err
 	}
@@ -280,7 +283,8 @@ var globalKeys = map[string]struct{}{
 	"sync_log_channels": {}, "sync_repeat_interval": {}, "sync_batch_size": {}, "guid_mode": {},
 	"sync_compress": {}, "sync_mode": {}, "sync_timeout": {}, "tls_cert_file": {}, "tls_key_file": {},
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
-	"sync_host": {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
+	"fuse_uring": {},
+	"sync_host":  {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
 	"sync_password_file": {},
 }
 

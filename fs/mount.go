@@ -31,8 +31,16 @@ type Options struct {
 	// Replicas, when set (sync_mode sync), is waited on by every fsync
 	// and fdatasync once its events are durable in the log.
 	Replicas ReplicaWaiter
-	Logger   *slog.Logger
-	Debug    bool // log every FUSE request
+	// Uring chooses the transport of requests and replies: "on" serves
+	// them from io_uring queues (FUSE over io_uring, one queue per CPU;
+	// see package fs/uring) and fails if the kernel will not; "off" reads
+	// /dev/fuse; "auto" (or "") uses io_uring where the kernel allows it
+	// and /dev/fuse elsewhere.
+	Uring string
+	// uringBadQueues: see uring.Config.BadQueues (tests only).
+	uringBadQueues bool
+	Logger         *slog.Logger
+	Debug          bool // log every FUSE request
 }
 
 // DefaultOptions are the settings measured fastest for mail workloads
@@ -43,6 +51,7 @@ func DefaultOptions() Options {
 		EntryTimeout: time.Second,
 		AttrTimeout:  time.Second,
 		ReadDirPlus:  false,
+		Uring:        "auto",
 		Logger:       slog.Default(),
 	}
 }
@@ -53,6 +62,7 @@ type Mount struct {
 	server     *fuse.Server
 	mountpoint string
 	logger     *slog.Logger
+	transport  string
 	done       chan struct{}
 }
 
@@ -119,11 +129,22 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	raw := renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
+	m := &Mount{c: c, mountpoint: mountpoint, logger: opts.Logger, transport: TransportDevFUSE, done: make(chan struct{})}
+	tr, err := prepareUring(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
+	}
+	if tr != nil {
+		if err := m.serveUring(tr, raw, &fopts.MountOptions, opts.Uring == "on"); err != nil {
+			return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
+		}
+		return m, nil
+	}
 	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 	}
-	m := &Mount{c: c, server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
+	m.server = server
 	go func() {
 		server.Serve()
 		close(m.done)
@@ -134,6 +155,10 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	}
 	return m, nil
 }
+
+// Transport says how the mount gets its requests: TransportURing or
+// TransportDevFUSE.
+func (m *Mount) Transport() string { return m.transport }
 
 // Checkpoint is a time before which every change made through the mount
 // is in the log: the first unrecorded write of any open file, or now. After

@@ -110,6 +110,7 @@ func runMount(args []string) error {
 	opts.Logger = logger
 	opts.Debug = *debug
 	opts.Passthrough = !*noPassthrough
+	opts.Uring = cfg.FuseURing
 	if cfg.SyncLog {
 		var why string
 		if opts.SharedFlush, why = fs.SharedFlush(dirs.backing, dirs.log); !opts.SharedFlush {
@@ -135,7 +136,7 @@ func runMount(args []string) error {
 		}
 		return err
 	}
-	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log, "sync_mode", cfg.SyncMode)
+	logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mountpoint, "sync_log", dirs.log, "sync_mode", cfg.SyncMode, "fuse_transport", m.Transport())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
