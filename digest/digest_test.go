@@ -106,14 +106,17 @@ func TestChangesShow(t *testing.T) {
 			ts := []unix.Timespec{unix.NsecToTimespec(5), unix.NsecToTimespec(5)}
 			unix.UtimesNanoAt(unix.AT_FDCWD, root+"/user/amy", ts, 0)
 		},
-		"file mode":      func(t *testing.T, root string) { os.Chmod(root+"/user/bob/cur/1.eml", 0o600) },
-		"dir mode":       func(t *testing.T, root string) { os.Chmod(root+"/user/bob/new", 0o700) },
-		"owner":          func(t *testing.T, root string) { os.Lchown(root+"/user/bob/link", 12345, 12345) },
-		"extra file":     func(t *testing.T, root string) { write(t, root+"/user/amy/cur/9.eml", ""); settle(t, root) },
-		"empty dir":      func(t *testing.T, root string) { os.Mkdir(root+"/user/amy/tmp", 0o755); settle(t, root) },
-		"renamed":        func(t *testing.T, root string) { os.Rename(root+"/user/bob/new/3.eml", root+"/user/bob/new/4.eml") },
-		"fifo removed":   func(t *testing.T, root string) { os.Remove(root + "/user/bob/fifo") },
-		"hard link made": func(t *testing.T, root string) { os.Link(root+"/user/amy/cur/1.eml", root+"/user/amy/x"); settle(t, root) },
+		"file mode":    func(t *testing.T, root string) { os.Chmod(root+"/user/bob/cur/1.eml", 0o600) },
+		"dir mode":     func(t *testing.T, root string) { os.Chmod(root+"/user/bob/new", 0o700) },
+		"owner":        func(t *testing.T, root string) { os.Lchown(root+"/user/bob/link", 12345, 12345) },
+		"extra file":   func(t *testing.T, root string) { write(t, root+"/user/amy/cur/9.eml", ""); settle(t, root) },
+		"empty dir":    func(t *testing.T, root string) { os.Mkdir(root+"/user/amy/tmp", 0o755); settle(t, root) },
+		"renamed":      func(t *testing.T, root string) { os.Rename(root+"/user/bob/new/3.eml", root+"/user/bob/new/4.eml") },
+		"fifo removed": func(t *testing.T, root string) { os.Remove(root + "/user/bob/fifo") },
+		"hard link made": func(t *testing.T, root string) {
+			os.Link(root+"/user/amy/cur/1.eml", root+"/user/amy/x")
+			settle(t, root)
+		},
 		"symlink target": func(t *testing.T, root string) {
 			os.Remove(root + "/user/bob/link")
 			os.Symlink("cur/2.eml", root+"/user/bob/link")
