@@ -64,6 +64,9 @@ type Config struct {
 	Admins         []string
 	SASLPasswdFile string // sasl_passwd_file
 	MetricsListen  string // metrics_listen
+
+	SyncVerifyInterval time.Duration // sync_verify_interval: 0 = no continuous verification
+	SyncVerify         string        // sync_verify: repair or report
 }
 
 // Channel is one replica the master ships to.
@@ -113,6 +116,8 @@ func Default() *Config {
 		CompressLevel:      2, // zstd.SpeedDefault
 		SyncMode:           "async",
 		SyncTimeout:        5 * time.Second,
+		SyncVerifyInterval: 5 * time.Minute,
+		SyncVerify:         "repair",
 	}
 }
 
@@ -233,6 +238,12 @@ func (c *Config) finish(entries map[string]entry) error {
 	c.Admins = p.list("admins")
 	p.str("sasl_passwd_file", &c.SASLPasswdFile)
 	p.str("metrics_listen", &c.MetricsListen)
+	if v, ok := entries["sync_verify_interval"]; ok && (v.value == "0" || v.value == "off") {
+		c.SyncVerifyInterval = 0
+	} else {
+		p.duration("sync_verify_interval", &c.SyncVerifyInterval)
+	}
+	p.oneOf("sync_verify", &c.SyncVerify, "repair", "report")
 	if p.err != nil {
 		return p.err
 	}
@@ -281,7 +292,8 @@ var globalKeys = map[string]struct{}{
 	"sync_compress": {}, "sync_mode": {}, "sync_timeout": {}, "tls_cert_file": {}, "tls_key_file": {},
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
 	"sync_host": {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
-	"sync_password_file": {},
+	"sync_password_file":   {},
+	"sync_verify_interval": {}, "sync_verify": {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.
