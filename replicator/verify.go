@@ -64,6 +64,8 @@ type verifier struct {
 
 	mu sync.Mutex
 	st verifyState
+
+	beforeRecheck func() // tests: runs between the two looks of a pass
 }
 
 // verifyState is what a verifier tells Status.
@@ -232,6 +234,9 @@ func (v *verifier) pass(ctx context.Context) ([]difference, error) {
 		return nil, err
 	}
 	// Seen once. Look again once what was in flight has landed.
+	if v.beforeRecheck != nil {
+		v.beforeRecheck()
+	}
 	if err := v.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
