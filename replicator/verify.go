@@ -117,9 +117,12 @@ func pace(ctx context.Context, spent time.Duration) error {
 	}
 }
 
-// run verifies every interval until ctx is done.
+// run verifies every interval until ctx is done. The first pass comes one
+// interval after the start, like every other: a mount that has just
+// started has its own catching up to do first (its rescan, a first
+// resync), and verifying then would only find those in flight.
 func (v *verifier) run(ctx context.Context) {
-	wait := time.Duration(0)
+	wait := v.interval
 	for {
 		select {
 		case <-ctx.Done():
@@ -515,6 +518,8 @@ func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus) {
 			owes = append(owes, fmt.Sprintf("a check of its repair: the verify %s ago found %d differences and resynced them", age(vs.verifiedAt), len(vs.diverged)))
 		case len(vs.diverged) > 0:
 			owes = append(owes, fmt.Sprintf("%d differences the verify %s ago found (sync_verify report: spoolsync resync --delete repairs them)", len(vs.diverged), age(vs.verifiedAt)))
+		case vs.lastErr != "" && vs.lastErrAt.After(vs.verifiedAt):
+			owes = append(owes, "a verify: the last attempt, "+age(vs.lastErrAt)+" ago, failed: "+vs.lastErr)
 		case now.Sub(vs.verifiedAt) > 3*v.interval+time.Minute:
 			owes = append(owes, "a verify: the last one completed "+age(vs.verifiedAt)+" ago, more than 3 intervals")
 		}
