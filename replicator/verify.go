@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"spoolsync/digest"
+	"spoolsync/guid"
 	"spoolsync/wire"
 )
 
@@ -58,7 +61,7 @@ const maxLoggedPaths = 100
 // verifier runs continuous verification for one channel.
 type verifier struct {
 	c        *Channel
-	tree     *digest.Tree // the backing tree's digests, shared by the channels
+	cmp      comparer
 	interval time.Duration
 	repair   bool
 
@@ -79,6 +82,16 @@ type verifyState struct {
 	repairing  bool // the last pass found differences and repaired them: the next pass checks
 }
 
+// comparer compares the backing tree with one replica's.
+type comparer struct {
+	tree   *digest.Tree // the backing tree's digests, shared by the channels
+	mode   guid.Mode
+	client wire.ClientConfig
+
+	walk     time.Duration // the last pass's master digest walk (Verify's report)
+	requests int           // DigestRequests sent since the last pass began
+}
+
 // difference is one entry that differs between the trees.
 type difference struct {
 	path   string
@@ -88,15 +101,19 @@ type difference struct {
 
 func (d difference) String() string { return d.path + " (" + d.what + ")" }
 
-// newVerifyTree is the digest tree of the backing directory, or nil when
-// it cannot be opened (the verifier then reports that, at each pass).
-func newVerifyTree(r *resolver) (*digest.Tree, func(), error) {
+// newVerifyTree is the digest tree of the backing directory, paced for
+// the mount's verifier or not for a one-shot Verify, and what closes it.
+func newVerifyTree(r *resolver, paced bool) (*digest.Tree, func(), error) {
 	rootfd, err := unix.Open(r.backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("verify: open %s: %w", r.backing, err)
 	}
-	t := digest.New(digest.Options{Cache: r.cache, Mode: r.mode, Pace: pace,
-		OpenDir: func(dir string) (int, error) { return openBeneath(rootfd, dir) }})
+	o := digest.Options{Cache: r.cache, Mode: r.mode,
+		OpenDir: func(dir string) (int, error) { return openBeneath(rootfd, dir) }}
+	if paced {
+		o.Pace = pace
+	}
+	t := digest.New(o)
 	return t, func() { unix.Close(rootfd) }, nil
 }
 
@@ -219,28 +236,40 @@ func (v *verifier) waitCaughtUp(ctx context.Context) error {
 
 // pass compares the trees and returns the confirmed differences.
 func (v *verifier) pass(ctx context.Context) ([]difference, error) {
-	if err := v.waitCaughtUp(ctx); err != nil {
+	return v.cmp.pass(ctx, v.waitCaughtUp, v.beforeRecheck)
+}
+
+// pass compares the trees once caughtUp returns (nil: at once) and returns
+// the differences seen at two looks (see the top of this file).
+func (cm *comparer) pass(ctx context.Context, caughtUp func(context.Context) error, beforeRecheck func()) ([]difference, error) {
+	cm.requests = 0
+	if caughtUp == nil {
+		caughtUp = func(context.Context) error { return nil }
+	}
+	if err := caughtUp(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := v.tree.Refresh(ctx, ""); err != nil {
+	start := time.Now()
+	if _, err := cm.tree.Refresh(ctx, ""); err != nil {
 		return nil, err
 	}
-	conn, err := wire.Dial(ctx, v.c.cfg.Client)
+	cm.walk = time.Since(start)
+	conn, err := wire.Dial(ctx, cm.client)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	first, err := v.compare(conn, []string{""}, true)
+	first, err := cm.compare(conn, []string{""}, true)
 	if err != nil || len(first) == 0 {
 		return nil, err
 	}
 	// Seen once. Look again once what was in flight has landed.
-	if v.beforeRecheck != nil {
-		v.beforeRecheck()
+	if beforeRecheck != nil {
+		beforeRecheck()
 	}
-	if err := v.waitCaughtUp(ctx); err != nil {
+	if err := caughtUp(ctx); err != nil {
 		return nil, err
 	}
 	var dirs []string
@@ -250,11 +279,11 @@ func (v *verifier) pass(ctx context.Context) ([]difference, error) {
 	slices.SortFunc(dirs, wire.ComparePaths)
 	dirs = slices.Compact(dirs)
 	for _, d := range dirs {
-		if _, err := v.tree.Refresh(ctx, d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, digest.ErrNotDir) {
+		if _, err := cm.tree.Refresh(ctx, d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, digest.ErrNotDir) {
 			return nil, err
 		}
 	}
-	second, err := v.compare(conn, dirs, false)
+	second, err := cm.compare(conn, dirs, false)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +319,7 @@ func joinPath(dir, name string) string {
 // their entries with the master's listings (as the last Refresh left
 // them). With descend, it goes on into the subdirectories whose digests
 // differ; without, a subdirectory's own entry is all it compares.
-func (v *verifier) compare(conn *wire.Conn, dirs []string, descend bool) ([]difference, error) {
+func (cm *comparer) compare(conn *wire.Conn, dirs []string, descend bool) ([]difference, error) {
 	var diffs []difference
 	for len(dirs) > 0 {
 		var next []string
@@ -298,10 +327,10 @@ func (v *verifier) compare(conn *wire.Conn, dirs []string, descend bool) ([]diff
 			n := min(len(dirs), wire.MaxDigestDirs)
 			chunk := dirs[:n]
 			dirs = dirs[n:]
-			req := &wire.DigestRequest{GUIDMode: uint8(v.c.res.mode)}
+			req := &wire.DigestRequest{GUIDMode: uint8(cm.mode)}
 			listings := make([]*digest.Dir, 0, n)
 			for _, d := range chunk {
-				l := v.tree.Listing(d)
+				l := cm.tree.Listing(d)
 				if l == nil {
 					continue // gone from the master since: in flight
 				}
@@ -311,6 +340,7 @@ func (v *verifier) compare(conn *wire.Conn, dirs []string, descend bool) ([]diff
 			if len(req.Dirs) == 0 {
 				continue
 			}
+			cm.requests++
 			if err := conn.Send(req); err != nil {
 				return nil, err
 			}
@@ -535,14 +565,14 @@ func (r *Replicator) startVerifiers(ctx context.Context, wg *sync.WaitGroup) (cl
 	if len(r.verifiers) == 0 {
 		return func() {}
 	}
-	tree, closeTree, err := newVerifyTree(r.channels[0].res)
+	tree, closeTree, err := newVerifyTree(r.channels[0].res, true)
 	if err != nil {
 		r.logger.Error("verify: continuous verification is off", "err", err)
 		return func() {}
 	}
 	for _, c := range r.channels {
 		v := r.verifiers[c]
-		v.tree = tree
+		v.cmp.tree = tree
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -560,6 +590,61 @@ func (r *Replicator) newVerifiers(interval time.Duration, report bool) {
 		return
 	}
 	for _, c := range r.channels {
-		r.verifiers[c] = &verifier{c: c, interval: interval, repair: !report}
+		r.verifiers[c] = &verifier{c: c, interval: interval, repair: !report,
+			cmp: comparer{mode: c.res.mode, client: c.cfg.Client}}
 	}
+}
+
+// VerifyOptions configure a one-shot Verify (`spoolsync verify`).
+type VerifyOptions struct {
+	Backing string
+	Client  wire.ClientConfig
+	Cache   *guid.Cache
+	Mode    guid.Mode
+	// Passes is how many passes to make (at least 1). The second and
+	// later find the digest caches of both sides warm, as the mount's
+	// verifier always does: what a pass of continuous verification costs.
+	Passes int
+}
+
+// VerifyPass is what one pass of Verify found and cost.
+type VerifyPass struct {
+	Seconds       float64  `json:"seconds"`               // the whole pass, connection included
+	DigestSeconds float64  `json:"master_digest_seconds"` // the master's digest walk
+	Requests      int      `json:"digest_requests"`       // round trips of digests
+	WireBytes     int64    `json:"wire_bytes"`            // sent, handshake included
+	WireBytesIn   int64    `json:"wire_bytes_received"`   // received, handshake included
+	Differences   []string `json:"differences,omitempty"` // path (what), seen at both looks
+	Different     int      `json:"different"`
+}
+
+// Verify compares the backing tree with the replica's, unpaced, Passes
+// times, with a second look at once at each difference. Run it while the
+// mount's channel is caught up (status: backlog 0), or what is in flight
+// shows up as differences.
+func Verify(ctx context.Context, o VerifyOptions) ([]VerifyPass, error) {
+	tree, closeTree, err := newVerifyTree(&resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode}, false)
+	if err != nil {
+		return nil, err
+	}
+	defer closeTree()
+	var out []VerifyPass
+	for range max(o.Passes, 1) {
+		var sent, recvd atomic.Int64
+		cc := o.Client
+		cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &sent, in: &recvd} }
+		cm := &comparer{tree: tree, mode: o.Mode, client: cc}
+		start := time.Now()
+		diffs, err := cm.pass(ctx, nil, nil)
+		if err != nil {
+			return out, err
+		}
+		p := VerifyPass{Seconds: time.Since(start).Seconds(), DigestSeconds: cm.walk.Seconds(), Requests: cm.requests,
+			WireBytes: sent.Load(), WireBytesIn: recvd.Load(), Different: len(diffs)}
+		for _, d := range diffs {
+			p.Differences = append(p.Differences, d.String())
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

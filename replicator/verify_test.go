@@ -62,12 +62,13 @@ func newVerifyTest(t *testing.T) (spool, root string, v *verifier, logs *syncBuf
 	c.logger = slog.New(slog.NewTextHandler(logs, nil))
 	c.cfg.Client = opts.Client
 	c.st.Connected = true
-	tree, closeTree, err := newVerifyTree(c.res)
+	tree, closeTree, err := newVerifyTree(c.res, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(closeTree)
-	return spool, root, &verifier{c: c, tree: tree, interval: time.Second, repair: true}, logs
+	return spool, root, &verifier{c: c, interval: time.Second, repair: true,
+		cmp: comparer{tree: tree, mode: c.res.mode, client: c.cfg.Client}}, logs
 }
 
 func diffPaths(diffs []difference) []string {
@@ -106,6 +107,10 @@ func TestVerifyFindsWhatChangedBehindItsBack(t *testing.T) {
 	must(unix.UtimesNano(root+"/u/1", []unix.Timespec{unix.NsecToTimespec(1e9), unix.NsecToTimespec(1e9)}))
 	must(os.WriteFile(root+"/u/2/extra", []byte("x"), 0o600))
 
+	ps, err := Verify(ctx, VerifyOptions{Backing: spool, Client: v.cmp.client, Cache: v.c.res.cache, Mode: v.cmp.mode, Passes: 2})
+	if err != nil || len(ps) != 2 || ps[1].Different != 7 || ps[0].Requests < 2 {
+		t.Fatalf("one-shot Verify: %+v, %v; want 2 passes finding 7 differences", ps, err)
+	}
 	diffs, err := v.pass(ctx)
 	if err != nil {
 		t.Fatal(err)

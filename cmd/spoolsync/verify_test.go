@@ -40,6 +40,11 @@ func TestVerifyRepairsReplica(t *testing.T) {
 		t.Fatalf("in sync with %d diverged entries, verified at %v", st.DivergedEntries, st.VerifiedAt)
 	}
 
+	out, err := exec.Command(binary, "verify", "-c", p.m.conf, "--passes", "2").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "verify pass 2: 0 different") {
+		t.Fatalf("spoolsync verify of a replica in sync: %v\n%s", err, out)
+	}
+
 	rmd := filepath.Join(p.r.root, "bob", "Maildir")
 	must(t, os.Remove(filepath.Join(rmd, "new", "mc")))
 	flipped := filepath.Join(rmd, "new", "mf")
@@ -68,7 +73,7 @@ func TestVerifyRepairsReplica(t *testing.T) {
 		}
 	}
 
-	out, err := exec.Command(binary, "status", "-c", p.m.conf).Output()
+	out, err = exec.Command(binary, "status", "-c", p.m.conf).Output()
 	must(t, err)
 	if !strings.Contains(string(out), ": in sync (verified ") {
 		t.Errorf("status does not say in sync:\n%s", out)
