@@ -16,6 +16,7 @@ import (
 
 	"spoolsync/digest"
 	"spoolsync/guid"
+	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
 
@@ -476,8 +477,19 @@ func (v *verifier) repairDiffs(ctx context.Context, diffs []difference) error {
 		paths = nil // the whole tree
 	}
 	c := v.c
+	// A file that changes while the resync holds it is handed back to
+	// rolling replication, as `spoolsync resync` does through the mount:
+	// the resync's older copy must not land after the newer one.
+	rescan := func(paths []string) error {
+		evs := make([]*synclog.Event, len(paths))
+		for i, p := range paths {
+			evs[i] = &synclog.Event{Op: synclog.OpRescan, Path: p}
+		}
+		_, err := c.log.Append(evs...)
+		return err
+	}
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Paths: paths, Delete: true, Client: c.cfg.Client,
-		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger})
+		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger, Rescan: rescan})
 	if err != nil {
 		return err
 	}
