@@ -80,7 +80,7 @@ type verifyState struct {
 	repaired   uint64       // entries resynced since the start
 	lastErr    string
 	lastErrAt  time.Time
-	repairing  bool // the last pass found differences and repaired them: the next pass checks
+	repairing  bool // the last pass found differences and repairs them (sync_verify repair)
 }
 
 // comparer compares the backing tree with one replica's.
@@ -138,9 +138,11 @@ func pace(ctx context.Context, spent time.Duration) error {
 // run verifies every interval until ctx is done. The first pass comes one
 // interval after the start, like every other: a mount that has just
 // started has its own catching up to do first (its rescan, a first
-// resync), and verifying then would only find those in flight.
+// resync), and verifying then would only find those in flight. A pass
+// that repaired something is followed at once by one that checks the
+// repair; if that one repairs again, the next waits the interval.
 func (v *verifier) run(ctx context.Context) {
-	wait := v.interval
+	wait, checking := v.interval, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,17 +158,16 @@ func (v *verifier) run(ctx context.Context) {
 		if err != nil {
 			v.c.logger.Warn("verify: pass failed; trying again at the next interval", "channel", v.c.cfg.Name,
 				"replica", v.c.cfg.Client.Addr, "err", err, "retry_in", v.interval)
-			v.mu.Lock()
-			v.st.lastErr, v.st.lastErrAt = err.Error(), time.Now()
-			v.mu.Unlock()
+			v.failed(err)
 			continue
 		}
 		v.mu.Lock()
-		wasRepairing := v.st.repairing
-		v.st.verifiedAt, v.st.took, v.st.diverged, v.st.lastErr, v.st.repairing = time.Now(), time.Since(start), diffs, "", false
+		v.st.verifiedAt, v.st.took, v.st.diverged = time.Now(), time.Since(start), diffs
+		v.st.lastErr, v.st.repairing = "", v.repair && len(diffs) > 0
 		v.mu.Unlock()
 		if len(diffs) == 0 {
 			v.c.logger.Debug("verify: the replica is the master's copy", "channel", v.c.cfg.Name, "seconds", time.Since(start).Seconds())
+			checking = false
 			continue
 		}
 		paths := make([]string, 0, min(len(diffs), maxLoggedPaths))
@@ -187,19 +188,24 @@ func (v *verifier) run(ctx context.Context) {
 				return
 			}
 			v.c.logger.Warn("verify: repair failed; the next pass tries again", "channel", v.c.cfg.Name, "err", err)
-			v.mu.Lock()
-			v.st.lastErr, v.st.lastErrAt = "repair: "+err.Error(), time.Now()
-			v.mu.Unlock()
+			v.failed(fmt.Errorf("repair: %w", err))
 			continue
 		}
 		v.mu.Lock()
 		v.st.repaired += uint64(len(diffs))
-		v.st.repairing = true
 		v.mu.Unlock()
-		if !wasRepairing {
-			wait = 0 // check the repair now; a repair that did not hold waits the interval
+		if !checking {
+			wait = 0
 		}
+		checking = !checking
 	}
+}
+
+// failed records a pass or a repair that failed, for Status.
+func (v *verifier) failed(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.st.lastErr, v.st.lastErrAt = err.Error(), time.Now()
 }
 
 // caughtUp reports whether the channel is connected, has shipped every
@@ -556,8 +562,10 @@ func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus) {
 				what += "; the last attempt, " + age(vs.lastErrAt) + " ago: " + vs.lastErr
 			}
 			owes = append(owes, what)
+		case len(vs.diverged) > 0 && vs.repairing && strings.HasPrefix(vs.lastErr, "repair: "):
+			owes = append(owes, fmt.Sprintf("%d differences the verify %s ago found, whose %s", len(vs.diverged), age(vs.verifiedAt), vs.lastErr))
 		case len(vs.diverged) > 0 && vs.repairing:
-			owes = append(owes, fmt.Sprintf("a check of its repair: the verify %s ago found %d differences and resynced them", age(vs.verifiedAt), len(vs.diverged)))
+			owes = append(owes, fmt.Sprintf("a check of its repair: the verify %s ago found %d differences and repairs them", age(vs.verifiedAt), len(vs.diverged)))
 		case len(vs.diverged) > 0:
 			owes = append(owes, fmt.Sprintf("%d differences the verify %s ago found (sync_verify report: spoolsync resync --delete repairs them)", len(vs.diverged), age(vs.verifiedAt)))
 		case vs.lastErr != "" && vs.lastErrAt.After(vs.verifiedAt):
