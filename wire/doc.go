@@ -272,7 +272,7 @@
 // hash and, for a directory, its digest). A digest or attribute hash is
 // 32 bytes; with tags 0 and 3 the digest is zero and count 0, and the
 // sub-digest of a non-directory is absent. So a tree that is the same
-// costs one request and one 36-byte reply, and the client descends only
+// costs one request and one reply, 37 bytes each (frames of the root), and the client descends only
 // into directories whose digests differ. The server computes digests from
 // its tree as it is at the request, not from what it applied.
 //
