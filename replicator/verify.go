@@ -91,6 +91,7 @@ type comparer struct {
 
 	walk     time.Duration // the last pass's master digest walk (Verify's report)
 	requests int           // DigestRequests sent since the last pass began
+	dirs     int           // directories they asked about
 }
 
 // difference is one entry that differs between the trees.
@@ -249,7 +250,7 @@ func (v *verifier) pass(ctx context.Context) ([]difference, error) {
 // pass compares the trees once caughtUp returns (nil: at once) and returns
 // the differences seen at two looks (see the top of this file).
 func (cm *comparer) pass(ctx context.Context, caughtUp func(context.Context) error, beforeRecheck func()) ([]difference, error) {
-	cm.requests = 0
+	cm.requests, cm.dirs = 0, 0
 	if caughtUp == nil {
 		caughtUp = func(context.Context) error { return nil }
 	}
@@ -348,6 +349,7 @@ func (cm *comparer) compare(conn *wire.Conn, dirs []string, descend bool) ([]dif
 				continue
 			}
 			cm.requests++
+			cm.dirs += len(req.Dirs)
 			if err := conn.Send(req); err != nil {
 				return nil, err
 			}
@@ -632,6 +634,7 @@ type VerifyPass struct {
 	Seconds       float64  `json:"seconds"`               // the whole pass, connection included
 	DigestSeconds float64  `json:"master_digest_seconds"` // the master's digest walk
 	Requests      int      `json:"digest_requests"`       // round trips of digests
+	Dirs          int      `json:"digest_dirs"`           // directories they asked about
 	WireBytes     int64    `json:"wire_bytes"`            // sent, handshake included
 	WireBytesIn   int64    `json:"wire_bytes_received"`   // received, handshake included
 	Differences   []string `json:"differences,omitempty"` // path (what), seen at both looks
@@ -659,7 +662,7 @@ func Verify(ctx context.Context, o VerifyOptions) ([]VerifyPass, error) {
 		if err != nil {
 			return out, err
 		}
-		p := VerifyPass{Seconds: time.Since(start).Seconds(), DigestSeconds: cm.walk.Seconds(), Requests: cm.requests,
+		p := VerifyPass{Seconds: time.Since(start).Seconds(), DigestSeconds: cm.walk.Seconds(), Requests: cm.requests, Dirs: cm.dirs,
 			WireBytes: sent.Load(), WireBytesIn: recvd.Load(), Different: len(diffs)}
 		for _, d := range diffs {
 			p.Differences = append(p.Differences, d.String())

@@ -89,6 +89,23 @@ func TestVerifyFindsWhatChangedBehindItsBack(t *testing.T) {
 	if diffs, err := v.pass(ctx); err != nil || len(diffs) != 0 {
 		t.Fatalf("clean replica: differences %v, err %v", diffs, err)
 	}
+	// A clean tree is one digest exchange, about the root alone.
+	if v.cmp.requests != 1 || v.cmp.dirs != 1 {
+		t.Errorf("clean replica: %d digest requests about %d directories, want 1 about the root", v.cmp.requests, v.cmp.dirs)
+	}
+	// One change deep down: only the directories above it are asked
+	// about, one level a round trip, then its directory again (the
+	// second look).
+	os.Truncate(root+"/u/1/2", 0)
+	if diffs, err := v.pass(ctx); err != nil || len(diffs) != 1 || diffs[0].path != "u/1/2" {
+		t.Fatalf("one file truncated: differences %v, err %v", diffs, err)
+	}
+	if v.cmp.requests != 4 || v.cmp.dirs != 4 {
+		t.Errorf("one file truncated: %d requests about %d directories, want 4 about \"\", u, u/1 and u/1 again", v.cmp.requests, v.cmp.dirs)
+	}
+	if _, err := Resync(ctx, ResyncOptions{Backing: spool, Paths: []string{"u/1"}, Delete: true, Client: v.cmp.client, Cache: v.c.res.cache, Mode: v.cmp.mode}); err != nil {
+		t.Fatal(err)
+	}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
