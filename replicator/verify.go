@@ -286,7 +286,11 @@ func (cm *comparer) pass(ctx context.Context, caughtUp func(context.Context) err
 	}
 	slices.SortFunc(dirs, wire.ComparePaths)
 	dirs = slices.Compact(dirs)
-	for _, d := range dirs {
+	refresh := dirs
+	if dirs[0] == "" {
+		refresh = dirs[:1] // the root's refresh covers the others
+	}
+	for _, d := range refresh {
 		if _, err := cm.tree.Refresh(ctx, d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, digest.ErrNotDir) {
 			return nil, err
 		}
