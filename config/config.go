@@ -65,6 +65,9 @@ type Config struct {
 	SASLPasswdFile string // sasl_passwd_file
 	MetricsListen  string // metrics_listen
 	FuseURing      string // fuse_uring: auto, on, off
+
+	SyncVerifyInterval time.Duration // sync_verify_interval: 0 = no continuous verification
+	SyncVerify         string        // sync_verify: repair or report
 }
 
 // Channel is one replica the master ships to.
@@ -115,6 +118,8 @@ func Default() *Config {
 		SyncMode:           "async",
 		SyncTimeout:        5 * time.Second,
 		FuseURing:          "auto",
+		SyncVerifyInterval: 5 * time.Minute,
+		SyncVerify:         "repair",
 	}
 }
 
@@ -236,6 +241,12 @@ func (c *Config) finish(entries map[string]entry) error {
 	p.str("sasl_passwd_file", &c.SASLPasswdFile)
 	p.str("metrics_listen", &c.MetricsListen)
 	p.oneOf("fuse_uring", &c.FuseURing, "auto", "on", "off")
+	if v, ok := entries["sync_verify_interval"]; ok && (v.value == "0" || v.value == "off") {
+		c.SyncVerifyInterval = 0
+	} else {
+		p.duration("sync_verify_interval", &c.SyncVerifyInterval)
+	}
+	p.oneOf("sync_verify", &c.SyncVerify, "repair", "report")
 	if p.err != nil {
 		return p.err
 	}
@@ -285,7 +296,8 @@ var globalKeys = map[string]struct{}{
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
 	"fuse_uring": {},
 	"sync_host":  {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
-	"sync_password_file": {},
+	"sync_password_file":   {},
+	"sync_verify_interval": {}, "sync_verify": {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.

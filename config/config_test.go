@@ -127,3 +127,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSyncVerify(t *testing.T) {
+	c, err := Parse(strings.NewReader(""), "empty.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SyncVerifyInterval != 5*time.Minute || c.SyncVerify != "repair" {
+		t.Errorf("defaults: sync_verify_interval %v, sync_verify %q; want 5m, repair", c.SyncVerifyInterval, c.SyncVerify)
+	}
+	for in, want := range map[string]time.Duration{"sync_verify_interval: 30s": 30 * time.Second, "sync_verify_interval: 0": 0, "sync_verify_interval: off": 0} {
+		c, err := Parse(strings.NewReader(in+"\nsync_verify: report\n"), "t.conf")
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if c.SyncVerifyInterval != want || c.SyncVerify != "report" {
+			t.Errorf("%s: %v %q, want %v report", in, c.SyncVerifyInterval, c.SyncVerify, want)
+		}
+	}
+	for _, in := range []string{"sync_verify: fix", "sync_verify_interval: -1s", "sync_verify_interval: soon"} {
+		if _, err := Parse(strings.NewReader(in), "t.conf"); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}

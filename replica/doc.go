@@ -85,6 +85,11 @@
 // removed earlier still finds the content; a pinned file changed since is
 // used only if the copy hashes to the GUID.
 //
+// Digests. Store.Digest gives a directory's Merkle digest and listing
+// (package digest) for the master's continuous verifier, computed from the
+// tree as it is, through a cache validated by stat (not updated by the
+// batches: the verifier looks for what changed behind spoolsync's back).
+//
 // # State database (StateDir/index.db, bbolt)
 //
 //	bucket "guids":    key  mode u8 | sum (20 or 32 bytes, by mode) | path

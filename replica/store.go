@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"spoolsync/digest"
 	"spoolsync/guid"
 )
 
@@ -64,6 +65,9 @@ type Store struct {
 	tmpSerial uint64     // guarded by txnMu
 
 	stageSerial atomic.Uint64 // names of Stage's temp files
+
+	digestMu sync.Mutex                 // guards digests (digest.go)
+	digests  map[guid.Mode]*digest.Tree // one per GUID mode asked for
 }
 
 const (

@@ -75,6 +75,14 @@
 //     (wire code missing) is not sent again as it was: the object becomes
 //     pending as lacking, so the next plan sends it whole (healMissing).
 //
+// Continuous verification (verify.go, sync_verify_interval): each
+// channel's replica is compared with the backing tree by per-directory
+// Merkle digests (package digest), top-down, reading only the subtrees
+// that differ, when the channel is caught up; a difference seen at two
+// looks is logged with its path, counted in Status (which says "in sync"
+// only with backlog 0, no resync owed and a clean last verify) and, with
+// sync_verify repair, resynced. The walk is paced to 3% of the machine.
+//
 // Resync (resync.go) is also `spoolsync resync`: the master's walk and the
 // replica's manifest merged in one order, the differences shipped through
 // the same resolve/offer/send path.

@@ -22,12 +22,15 @@ var (
 	mWire      = prometheus.NewDesc("spoolsync_channel_wire_bytes_total", "Bytes sent on the wire, after compression and TLS.", []string{"channel"}, nil)
 	mDedup     = prometheus.NewDesc("spoolsync_channel_dedup_hits_total", "Puts satisfied by content the replica already had (GUID).", []string{"channel"}, nil)
 	mLastAck   = prometheus.NewDesc("spoolsync_channel_last_ack_timestamp_seconds", "When the replica last acknowledged a batch.", []string{"channel"}, nil)
+	mDiverged  = prometheus.NewDesc("spoolsync_channel_diverged_entries", "Entries the last continuous verify found different on the replica (sync_verify_interval).", []string{"channel"}, nil)
+	mVerified  = prometheus.NewDesc("spoolsync_channel_verified_timestamp_seconds", "When the last continuous verify of the replica completed.", []string{"channel"}, nil)
+	mInSync    = prometheus.NewDesc("spoolsync_channel_in_sync", "1 when the backlog is 0, no resync is owed and the last verify found no difference.", []string{"channel"}, nil)
 	mDegraded  = prometheus.NewDesc("spoolsync_channel_sync_degraded", "sync_mode sync: 1 while fsync does not wait for this replica (it did not confirm within sync_timeout and has not caught up).", []string{"channel"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded} {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mDiverged, mVerified, mInSync} {
 		ch <- d
 	}
 }
@@ -54,6 +57,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				degraded = 1
 			}
 			ch <- prometheus.MustNewConstMetric(mDegraded, prometheus.GaugeValue, degraded, s.Name)
+		}
+		inSync := 0.0
+		if s.InSync {
+			inSync = 1
+		}
+		ch <- prometheus.MustNewConstMetric(mInSync, prometheus.GaugeValue, inSync, s.Name)
+		ch <- prometheus.MustNewConstMetric(mDiverged, prometheus.GaugeValue, float64(s.DivergedEntries), s.Name)
+		if !s.VerifiedAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(mVerified, prometheus.GaugeValue, float64(s.VerifiedAt.UnixNano())/1e9, s.Name)
 		}
 		if !s.LastAck.IsZero() {
 			ch <- prometheus.MustNewConstMetric(mLastAck, prometheus.GaugeValue, float64(s.LastAck.UnixNano())/1e9, s.Name)

@@ -25,7 +25,8 @@ type Replicator struct {
 	cache       *guid.Cache
 	channels    []*Channel
 	logger      *slog.Logger
-	syncTimeout time.Duration // sync_mode sync: see WaitReplicated
+	syncTimeout time.Duration          // sync_mode sync: see WaitReplicated
+	verifiers   map[*Channel]*verifier // continuous verification (verify.go); empty when off
 }
 
 // Options are what every channel shares.
@@ -38,6 +39,12 @@ type Options struct {
 	// waits in WaitReplicated for a replica before it is degraded. Zero
 	// is async mode, where nothing calls WaitReplicated.
 	SyncTimeout time.Duration
+	// VerifyInterval is sync_verify_interval: how often each channel's
+	// replica is compared with the master (verify.go); 0 is never.
+	VerifyInterval time.Duration
+	// VerifyReport is sync_verify report: differences are counted and
+	// logged, not repaired.
+	VerifyReport bool
 }
 
 // New prepares the channels; Run starts them.
@@ -71,6 +78,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
 			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
 	}
+	r.newVerifiers(opts.VerifyInterval, opts.VerifyReport)
 	return r, nil
 }
 
@@ -116,6 +124,7 @@ func (r *Replicator) Close() error { return r.cache.Close() }
 // Run ships on every channel until ctx is done, then closes the cache.
 func (r *Replicator) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	closeVerify := r.startVerifiers(ctx, &wg)
 	for _, c := range r.channels {
 		wg.Add(1)
 		go func() {
@@ -124,6 +133,7 @@ func (r *Replicator) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	closeVerify()
 	r.cache.Close()
 }
 
@@ -154,6 +164,17 @@ type ChannelStatus struct {
 	DedupHits     uint64    `json:"dedup_hits"`
 	LastAck       time.Time `json:"last_ack,omitzero"`
 	LastBatchTime float64   `json:"last_batch_seconds"`
+
+	// InSync: backlog 0, no resync owed, and the last verify found
+	// nothing. Otherwise Owes says what the channel owes, and how old.
+	InSync          bool      `json:"in_sync"`
+	Owes            []string  `json:"owes,omitempty"`
+	VerifiedAt      time.Time `json:"verified_at,omitzero"`     // end of the last completed verify
+	VerifySeconds   float64   `json:"verify_seconds,omitempty"` // how long it took
+	DivergedEntries int       `json:"diverged_entries"`         // differences it found
+	DivergedPaths   []string  `json:"diverged_paths,omitempty"` // the first 100 of them
+	Repaired        uint64    `json:"repaired_entries"`         // differences resynced since the start
+	VerifyError     string    `json:"verify_error,omitempty"`   // why the last attempt failed
 }
 
 func (c *Channel) connected(s wire.Session) {
@@ -203,6 +224,7 @@ func (r *Replicator) Status() []ChannelStatus {
 			st.BacklogEvents = last - cursor
 			st.LagSeconds = r.age(cursor + 1)
 		}
+		r.verifyStatus(c, &st)
 		out = append(out, st)
 	}
 	return out

@@ -217,6 +217,10 @@ func TestClientSideViolations(t *testing.T) {
 		"manifest miscounted":   {&ManifestEntry{Path: "a", Kind: KindDir}, &ManifestEnd{Count: 2}},
 		"acks go back":          {&Ack{Seq: 2}, &Ack{Seq: 2}},
 		"client-only message":   {&BatchBegin{Seq: 1}},
+		"digest entry unasked":  {&DigestEntry{Name: "a", Kind: KindFile}},
+		"digest entries short":  {&DigestReply{Tag: DigestDiffer, Count: 2}, &DigestEntry{Name: "a", Kind: KindFile}, &Ack{Seq: 1}},
+		"digest entries extra":  {&DigestReply{Tag: DigestDiffer, Count: 1}, &DigestEntry{Name: "a", Kind: KindFile}, &DigestEntry{Name: "b", Kind: KindFile}},
+		"digest entry order":    {&DigestReply{Tag: DigestDiffer, Count: 2}, &DigestEntry{Name: "b", Kind: KindFile}, &DigestEntry{Name: "a", Kind: KindFile}},
 	}
 	for name, msgs := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -81,6 +81,9 @@
 //	0x41 ManifestEntry S→C  path  kind:u8  mode uid gid:uvarint  mtime:varint  size nlink inode:uvarint
 //	                        guid  target:string  n:uvarint  n×(name:string value:bytes)
 //	0x42 ManifestEnd   S→C  count:uvarint
+//	0x43 DigestRequest C→S  guidmode:u8  n:uvarint  n×(dir:string digest:32 bytes)
+//	0x44 DigestReply   S→C  dir:string  tag:u8  digest:32 bytes  count:uvarint
+//	0x45 DigestEntry   S→C  name:string  kind:u8  attr:32 bytes  [sub:32 bytes, only if kind is 2]
 //	0x50 Ping          both id:uvarint
 //	0x51 Pong          both id:uvarint
 //	0x52 Goodbye       both reason:string
@@ -154,6 +157,7 @@
 //	C: Offer             S: Lacks (same id), in order
 //	C: ManifestRequest   S: ManifestEntry… ManifestEnd, in order
 //	C: PositionRequest   S: Position, in order
+//	C: DigestRequest     S: (DigestReply DigestEntry…)… one reply per dir, in order
 //	S: Ack{seq}          after batch seq is durable
 //	either: Ping → Pong; Goodbye; Error
 //
@@ -166,7 +170,11 @@
 // ManifestEnd counts them; no handshake message after the handshake, and
 // no message in the wrong direction. Ping, Pong and Goodbye may come
 // anywhere but inside Data. The client may pipeline: send more batches,
-// offers and requests before the answers to earlier ones arrive. The
+// offers and requests before the answers to earlier ones arrive. A
+// DigestRequest comes only between batches, and a client receives exactly
+// the count of DigestEntry messages its DigestReply announced, names
+// strictly increasing byte-wise, before anything but Ping, Pong or
+// Goodbye. The
 // server answers offers, manifest requests and position requests in the
 // order received. An offer answered while an earlier batch is still being
 // applied describes the replica before that batch: a Put by GUID relying
@@ -250,6 +258,23 @@
 // FIFO. guid only for files (none if unknown), target only for symlinks;
 // entries with the same inode are hard links of one file; at most 256
 // xattrs, sorted by name, names unique.
+//
+// Digests. The continuous verifier compares the master's tree with the
+// replica's through per-directory Merkle digests (package digest defines
+// what they cover, byte for byte). DigestRequest names 1-1024 directories
+// ("" for the root, else a path), strictly increasing in ComparePaths
+// order, each with the client's own digest of it, and the GUID mode the
+// files' GUIDs are hashed in. The server answers each, in order, with a
+// DigestReply: tag 0 absent (nothing at dir), 3 not a directory, 1 same
+// (its digest equals the client's: no entries follow), 2 differs (its
+// digest, then count DigestEntry messages: the directory's entries sorted
+// byte-wise by name, each one path component, with its kind, attribute
+// hash and, for a directory, its digest). A digest or attribute hash is
+// 32 bytes; with tags 0 and 3 the digest is zero and count 0, and the
+// sub-digest of a non-directory is absent. So a tree that is the same
+// costs one request and one reply, 37 bytes each (frames of the root), and the client descends only
+// into directories whose digests differ. The server computes digests from
+// its tree as it is at the request, not from what it applied.
 //
 // Errors. An Error frame is always its sender's last frame: it closes the
 // connection after it. code is one of the Code constants (protocol 1, auth

@@ -57,6 +57,11 @@ const (
 	TypeManifestEntry   MsgType = 0x41 // S→C
 	TypeManifestEnd     MsgType = 0x42 // S→C
 
+	// Digests (continuous verification).
+	TypeDigestRequest MsgType = 0x43 // C→S
+	TypeDigestReply   MsgType = 0x44 // S→C
+	TypeDigestEntry   MsgType = 0x45 // S→C
+
 	// Control, either direction.
 	TypePing    MsgType = 0x50
 	TypePong    MsgType = 0x51
@@ -151,6 +156,12 @@ func newMessage(t MsgType) Message {
 		return new(ManifestEntry)
 	case TypeManifestEnd:
 		return new(ManifestEnd)
+	case TypeDigestRequest:
+		return new(DigestRequest)
+	case TypeDigestReply:
+		return new(DigestReply)
+	case TypeDigestEntry:
+		return new(DigestEntry)
 	case TypePing:
 		return new(Ping)
 	case TypePong:

@@ -9,6 +9,15 @@ func sampleGUID() GUID {
 	return g
 }
 
+// sampleDigest is a digest whose bytes are all b.
+func sampleDigest(b byte) Digest {
+	var d Digest
+	for i := range d {
+		d[i] = b
+	}
+	return d
+}
+
 func sampleSHA1() GUID {
 	g := GUID{Mode: GUIDSHA1}
 	for i := 0; i < 20; i++ {
@@ -68,6 +77,12 @@ var samples = []struct {
 		Xattrs: []Xattr{{"user.a", []byte("1")}, {"user.b", []byte{}}}}},
 	{"ManifestEntrySymlink", &ManifestEntry{Path: "l", Kind: KindSymlink, Mode: 0o777, Nlink: 1, Inode: 2, Target: "x"}},
 	{"ManifestEnd", &ManifestEnd{Count: 2}},
+	{"DigestRequest", &DigestRequest{GUIDMode: GUIDSHA256, Dirs: []DigestDirReq{{Path: "", Digest: sampleDigest(1)}, {Path: "user/bob", Digest: sampleDigest(2)}}}},
+	{"DigestReplySame", &DigestReply{Tag: DigestSame, Digest: sampleDigest(1)}},
+	{"DigestReplyDiffer", &DigestReply{Path: "user/bob", Tag: DigestDiffer, Digest: sampleDigest(3), Count: 2}},
+	{"DigestReplyAbsent", &DigestReply{Path: "user/gone", Tag: DigestAbsent}},
+	{"DigestEntryDir", &DigestEntry{Name: "cur", Kind: KindDir, Attr: sampleDigest(4), Sub: sampleDigest(5)}},
+	{"DigestEntryFile", &DigestEntry{Name: "1.eml", Kind: KindFile, Attr: sampleDigest(6)}},
 	{"Ping", &Ping{ID: 1}},
 	{"Pong", &Pong{ID: 1}},
 	{"Goodbye", &Goodbye{Reason: "shutting down"}},

@@ -21,6 +21,8 @@ type recvState struct {
 	lastAck       uint64
 	manifestLast  string // last entry of the current stream, "" at its start
 	manifestCount uint64
+	digestLeft    uint64 // DigestEntry messages the last DigestReply announced and not yet come
+	digestLast    string // the last of them, "" at the start
 }
 
 func (s *recvState) check(m Message) error {
@@ -69,7 +71,7 @@ func (s *recvState) checkServer(m Message) error {
 		}
 		s.inBatch, s.lastSeq = false, s.batchSeq
 		return nil
-	case *Offer, *ManifestRequest, *PositionRequest:
+	case *Offer, *ManifestRequest, *PositionRequest, *DigestRequest:
 		if s.inBatch {
 			return &ProtoError{Code: CodeProtocol, Msg: fmt.Sprintf("%v inside batch %d", m.Type(), s.batchSeq), Seq: s.batchSeq}
 		}
@@ -95,6 +97,9 @@ func (s *recvState) op(m Message, path string, data uint64) error {
 
 // checkClient: what a client may receive.
 func (s *recvState) checkClient(m Message) error {
+	if _, entry := m.(*DigestEntry); s.digestLeft > 0 && !entry {
+		return protoErrf(CodeProtocol, "%v while %d digest entries are still owed", m.Type(), s.digestLeft)
+	}
 	switch m := m.(type) {
 	case *Ack:
 		if m.Seq <= s.lastAck {
@@ -104,6 +109,11 @@ func (s *recvState) checkClient(m Message) error {
 		return nil
 	case *Lacks, *Position:
 		return nil
+	case *DigestReply:
+		s.digestLeft, s.digestLast = m.Count, ""
+		return nil
+	case *DigestEntry:
+		return s.digestEntry(m)
 	case *ManifestEntry:
 		if s.manifestCount > 0 && ComparePaths(s.manifestLast, m.Path) >= 0 {
 			return &ProtoError{Code: CodeProtocol, Msg: fmt.Sprintf("manifest entry out of order after %q", truncPath(s.manifestLast)), Path: truncPath(m.Path)}
@@ -119,4 +129,18 @@ func (s *recvState) checkClient(m Message) error {
 		return nil
 	}
 	return protoErrf(CodeProtocol, "unexpected %v from a server", m.Type())
+}
+
+// digestEntry checks a DigestEntry: one the last DigestReply announced,
+// names strictly increasing.
+func (s *recvState) digestEntry(m *DigestEntry) error {
+	switch {
+	case s.digestLeft == 0:
+		return &ProtoError{Code: CodeProtocol, Msg: "DigestEntry that no DigestReply announced", Path: truncPath(m.Name)}
+	case s.digestLast != "" && m.Name <= s.digestLast:
+		return &ProtoError{Code: CodeProtocol, Msg: fmt.Sprintf("DigestEntry out of order after %q", s.digestLast), Path: truncPath(m.Name)}
+	}
+	s.digestLeft--
+	s.digestLast = m.Name
+	return nil
 }

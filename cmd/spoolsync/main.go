@@ -8,6 +8,7 @@
 //	spoolsync promote  failover: fence the old master
 //	spoolsync quarantine list|restore  what a failback kept from the old master
 //	spoolsync passwd   add or change a replica credential
+//	spoolsync verify   compare the spool with a replica by digests, now
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 package main
@@ -43,6 +44,7 @@ func init() {
 		{"promote", "failover: make a replica tree the master of a new epoch, fencing the old master", runPromote},
 		{"quarantine", "list|restore: the files a failback kept from the old master", runQuarantine},
 		{"passwd", "add or change a replica credential in sasl_passwd_file", runPasswd},
+		{"verify", "compare the spool with a replica now by per-directory digests; change nothing", runVerify},
 	}
 }
 

@@ -75,6 +75,7 @@ func newReplication(cfg *config.Config, lg *synclog.Log, backing string, epoch u
 	if cfg.SyncMode == "sync" {
 		opts.SyncTimeout = cfg.SyncTimeout
 	}
+	opts.VerifyInterval, opts.VerifyReport = cfg.SyncVerifyInterval, cfg.SyncVerify == "report"
 	return replicator.New(lg, opts, chans)
 }
 

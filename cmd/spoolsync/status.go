@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"spoolsync/config"
+	"spoolsync/replicator"
 )
 
 var errConnRefused = syscall.ECONNREFUSED
@@ -17,6 +19,10 @@ const statusAbout = `
 Shows, for every replication channel of the running mount: connected or
 not (and the last error), lag (age of the oldest event the replica has not
 acknowledged), backlog, batches, bytes, dedup hits, last acknowledgement.
+Then, per channel, "in sync" — only when the backlog is 0, no resync is
+owed and the last continuous verify (sync_verify_interval) found nothing —
+or NOT in sync and what it owes, and how old (--json: in_sync, owes,
+diverged_entries, diverged_paths, verified_at).
 It asks the mount over the unix socket in sync_log_dir.`
 
 func runStatus(args []string) error {
@@ -58,6 +64,9 @@ func runStatus(args []string) error {
 	}
 	w.Flush()
 	for _, c := range st {
+		fmt.Println(syncLine(c))
+	}
+	for _, c := range st {
 		if c.Fenced {
 			fmt.Printf("%s: FENCED: the replica %s was promoted; mail this host receives is NOT replicated\n", c.Name, c.Replica)
 		}
@@ -84,4 +93,20 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// syncLine says whether channel c is in sync, and if not, what it owes.
+func syncLine(c replicator.ChannelStatus) string {
+	if c.InSync {
+		return fmt.Sprintf("%s: in sync (verified %s ago, in %.1fs; backlog 0, no resync owed)", c.Name,
+			time.Since(c.VerifiedAt).Round(time.Second), c.VerifySeconds)
+	}
+	line := fmt.Sprintf("%s: NOT in sync; owes %s", c.Name, strings.Join(c.Owes, "; "))
+	if n := len(c.DivergedPaths); n > 0 {
+		line += "\n  differences: " + strings.Join(c.DivergedPaths[:min(n, 10)], ", ")
+		if c.DivergedEntries > 10 {
+			line += fmt.Sprintf(" and %d more (status --json, or the mount's log)", c.DivergedEntries-10)
+		}
+	}
+	return line
 }

@@ -176,6 +176,8 @@ func (ss *session) loop() error {
 			err = ss.reply(&wire.Lacks{ID: m.ID, Lacking: ss.store.Lacks(gs)})
 		case *wire.ManifestRequest:
 			err = ss.manifest(m)
+		case *wire.DigestRequest:
+			err = ss.digest(m)
 		case *wire.Ping:
 			err = ss.reply(&wire.Pong{ID: m.ID})
 		case *wire.Pong:
