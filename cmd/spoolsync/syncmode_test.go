@@ -130,11 +130,18 @@ func TestSyncModeMasterLoss(t *testing.T) {
 		out, err := child.StdoutPipe()
 		must(t, err)
 		must(t, child.Start())
-		time.AfterFunc(time.Duration(100+rand.IntN(400))*time.Millisecond, func() { p.mount.cmd.Process.Kill() })
+		// The kill comes at a random moment after the first delivery
+		// completed (a fixed delay after the start killed before any on a
+		// loaded machine), or after a minute without one.
+		kill := func() { p.mount.cmd.Process.Kill() }
+		late := time.AfterFunc(time.Minute, kill)
 		var done []string
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			done = append(done, strings.TrimPrefix(sc.Text(), "done "))
+			if len(done) == 1 && late.Stop() {
+				time.AfterFunc(time.Duration(rand.IntN(400))*time.Millisecond, kill)
+			}
 		}
 		child.Wait()
 		<-p.mount.done
