@@ -9,8 +9,9 @@
 // A connection goes: preambles and greeting in clear → optional STARTTLS
 // (TLS 1.3) and a fresh greeting → SASL authentication → Hello/Welcome,
 // which fixes the epochs, the frame limits and compression → the session,
-// in which the client sends batches of ops, content offers and manifest
-// requests, and the server answers with acks, lacks and manifests.
+// in which the client sends batches of ops, content offers, manifest and
+// digest requests, and the server answers with acks, lacks, manifests and
+// digests.
 //
 // # Field encodings
 //
