@@ -64,6 +64,17 @@ type Config struct {
 	Admins         []string
 	SASLPasswdFile string // sasl_passwd_file
 	MetricsListen  string // metrics_listen
+
+	// MaxFileSize (max_file_size) is the largest file either side hashes
+	// or ships: a bigger one is refused with an error naming it.
+	MaxFileSize int64
+	// ReplicaBatchOps and ReplicaBatchBytes (replica_batch_limit) are the
+	// most ops and content bytes the replica takes in one batch.
+	ReplicaBatchOps   int
+	ReplicaBatchBytes int64
+	// ReplicaAllowPrivileged (replica_allow_privileged) lets masters put
+	// set-id bits on files and security.capability or POSIX ACL xattrs.
+	ReplicaAllowPrivileged bool
 }
 
 // Channel is one replica the master ships to.
@@ -113,6 +124,9 @@ func Default() *Config {
 		CompressLevel:      2, // zstd.SpeedDefault
 		SyncMode:           "async",
 		SyncTimeout:        5 * time.Second,
+		MaxFileSize:        4 << 30,
+		ReplicaBatchOps:    50000,
+		ReplicaBatchBytes:  2 << 30,
 	}
 }
 
@@ -233,6 +247,9 @@ func (c *Config) finish(entries map[string]entry) error {
 	c.Admins = p.list("admins")
 	p.str("sasl_passwd_file", &c.SASLPasswdFile)
 	p.str("metrics_listen", &c.MetricsListen)
+	p.size("max_file_size", &c.MaxFileSize, 1<<20)
+	p.batchLimit("replica_batch_limit", &c.ReplicaBatchOps, &c.ReplicaBatchBytes)
+	p.boolean("replica_allow_privileged", &c.ReplicaAllowPrivileged)
 	if p.err != nil {
 		return p.err
 	}
@@ -282,6 +299,7 @@ var globalKeys = map[string]struct{}{
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
 	"sync_host": {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
 	"sync_password_file": {},
+	"max_file_size":      {}, "replica_batch_limit": {}, "replica_allow_privileged": {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.
