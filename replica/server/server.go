@@ -41,6 +41,17 @@ type Options struct {
 	// is called with the authenticated identity and Store/Root are not
 	// used.
 	TreeFor func(identity string) (Tree, error)
+
+	// MaxHandshakes and MaxHandshakesPerAddr cap the connections that
+	// have not authenticated yet, in total and per source IP; more are
+	// closed at once. 0 = DefaultMaxHandshakes, DefaultMaxHandshakesPerAddr.
+	MaxHandshakes, MaxHandshakesPerAddr int
+	// FreeFailures and MaxLoginBackoff: after FreeFailures failed logins
+	// from an address, it must wait 1 s, then 2 s, 4 s... up to
+	// MaxLoginBackoff before its next connection is heard; until then its
+	// connections are closed at once. 0 = the Default values.
+	FreeFailures    int
+	MaxLoginBackoff time.Duration
 }
 
 // Tree is where one master's batches land.
@@ -66,6 +77,9 @@ type Server struct {
 	conns     map[net.Conn]struct{} // every accepted connection, for a hard stop
 	wg        sync.WaitGroup
 	hardOnce  sync.Once
+
+	guard    *guard
+	lastWarn time.Time // of a refused connection; under mu
 }
 
 // New checks opts and prepares the spool directory.
@@ -92,6 +106,18 @@ func New(opts Options) (*Server, error) {
 		// seeding 54,000 messages spent most of its time there).
 		opts.SpoolMemory = 64 << 20
 	}
+	if opts.MaxHandshakes <= 0 {
+		opts.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if opts.MaxHandshakesPerAddr <= 0 {
+		opts.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
+	}
+	if opts.FreeFailures <= 0 {
+		opts.FreeFailures = DefaultFreeFailures
+	}
+	if opts.MaxLoginBackoff <= 0 {
+		opts.MaxLoginBackoff = DefaultMaxLoginBackoff
+	}
 	if opts.SpoolDir == "" {
 		return nil, errors.New("server: no spool directory")
 	}
@@ -101,7 +127,7 @@ func New(opts Options) (*Server, error) {
 	if err := sweepSpool(opts.SpoolDir); err != nil {
 		return nil, fmt.Errorf("server: clean the spool directory %s: %w", opts.SpoolDir, err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, hard: make(chan struct{}),
+	s := &Server{opts: opts, log: opts.Logger, hard: make(chan struct{}), guard: newGuard(&opts),
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, conns: map[net.Conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -194,9 +220,8 @@ func (s *Server) ServeConn(nc net.Conn) {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	c, err := wire.Server(s.ctx, nc, s.opts.Wire)
+	c, err := s.handshake(nc)
 	if err != nil {
-		// wire logged the refusal with the peer address.
 		return
 	}
 	ss, err := newSession(s, c)
@@ -219,6 +244,47 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	s.mu.Unlock()
+}
+
+// handshake runs wire's handshake within the guard's limits: a
+// connection over them is closed before anything is read, and a failed
+// login counts against its source address.
+func (s *Server) handshake(nc net.Conn) (*wire.Conn, error) {
+	ip := sourceIP(nc.RemoteAddr())
+	done, refused := s.guard.admit(ip)
+	if refused != "" {
+		s.warnRefused(nc.RemoteAddr().String(), refused)
+		return nil, errors.New(refused)
+	}
+	c, err := wire.Server(s.ctx, nc, s.opts.Wire)
+	done()
+	switch {
+	case err == nil:
+		s.guard.succeeded(ip)
+	case errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrNotAdmin):
+		// wire logged the refusal with the peer address.
+		if wait := s.guard.failed(ip); wait > 0 {
+			s.log.Warn("server: repeated failed logins: connections from this address are closed unheard for a while",
+				"peer", nc.RemoteAddr().String(), "wait", wait)
+		}
+	}
+	return c, err
+}
+
+// warnRefused logs a connection closed by the guard: at most one line
+// every 10 s, since an attack would otherwise fill the log.
+func (s *Server) warnRefused(peer, why string) {
+	s.mu.Lock()
+	quiet := time.Since(s.lastWarn) < 10*time.Second
+	if !quiet {
+		s.lastWarn = time.Now()
+	}
+	s.mu.Unlock()
+	if quiet {
+		s.log.Debug("server: connection refused", "peer", peer, "reason", why)
+		return
+	}
+	s.log.Warn("server: connection refused (further refusals within 10 s are logged at debug level)", "peer", peer, "reason", why)
 }
 
 func (s *Server) register(ss *session) bool {
