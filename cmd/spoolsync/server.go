@@ -43,6 +43,7 @@ func runServer(args []string) error {
 	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long batches being applied may take to finish")
 	debug := fl.Bool("debug", false, "log every batch applied")
 	perMaster := fl.Bool("per-master", false, "give each master its own tree: ROOT/<identity> (state in <state_dir>/replica/masters/<identity>)")
+	acceptEpoch := fl.Uint64("accept-epoch", 0, "let a master bring the tree to `epoch` N though it is more than one above the tree's (a tree that missed several failovers); without it such a jump is refused")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -65,7 +66,8 @@ func runServer(args []string) error {
 
 	trees := &treeSet{sc: sc, logger: logger, stores: map[string]server.Tree{}}
 	defer trees.close()
-	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger}
+	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger,
+		AcceptEpoch: *acceptEpoch}
 	treeDesc := "one tree per master"
 	if *perMaster {
 		opts.TreeFor = trees.forIdentity

@@ -44,7 +44,7 @@ func newTestServer(t *testing.T, tweak ...func(*Options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Store: ts.store, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
+	opts := Options{Store: ts.store, Root: ts.root, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
 		SpoolMemory: 4096, // small, so the tests cover spilling to disk
 		Wire:        testenv.ReplicaAuth()}
 	for _, f := range tweak {

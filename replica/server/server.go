@@ -52,6 +52,11 @@ type Options struct {
 	// connections are closed at once. 0 = the Default values.
 	FreeFailures    int
 	MaxLoginBackoff time.Duration
+
+	// AcceptEpoch is an epoch a master may bring the tree to even though
+	// it is more than one above the tree's (see session.go,
+	// plausibleEpoch); 0 = none.
+	AcceptEpoch uint64
 }
 
 // Tree is where one master's batches land.

@@ -64,6 +64,10 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 		return nil, &wire.ProtoError{Code: wire.CodeFenced, Epoch: st.Epoch,
 			Msg: fmt.Sprintf("fenced: %s is at epoch %d (%s); a master of epoch %d may no longer write to it", tree.Root, st.Epoch, st, sess.PeerEpoch)}
 	case sess.PeerEpoch > st.Epoch:
+		if err := s.plausibleEpoch(tree.Root, st, sess.PeerEpoch); err != nil {
+			log.Error("server: refusing a master's epoch", "root", tree.Root, "tree", st.String(), "epoch", sess.PeerEpoch, "err", err.Msg)
+			return nil, err
+		}
 		before, after, err := fence.Adopt(tree.Root, sess.PeerEpoch)
 		if err != nil {
 			return nil, &wire.ProtoError{Code: wire.CodeApply, Msg: err.Error()}
@@ -77,6 +81,20 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 		sp:     newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
 		spNext: newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
 		since:  now, lastSummary: now}, nil
+}
+
+// plausibleEpoch refuses an epoch a failback cannot explain: a promote
+// raises an epoch by one, so a master more than one epoch ahead of the
+// tree is an authenticated peer trying to fence the real master for good
+// (an adopted 2^64-2 leaves no epoch to promote to), unless the operator
+// said to expect it (Options.AcceptEpoch, `spoolsync server
+// --accept-epoch N`: a tree that missed several failovers).
+func (s *Server) plausibleEpoch(root string, st fence.State, e uint64) *wire.ProtoError {
+	if e <= st.Epoch+1 || e == s.opts.AcceptEpoch {
+		return nil
+	}
+	return &wire.ProtoError{Code: wire.CodeApply, Epoch: st.Epoch,
+		Msg: fmt.Sprintf("epoch %d is more than one above the replica tree's %s: refused; if a failover really took the masters that far (several promotes this tree missed), restart its server with --accept-epoch %d", e, st, e)}
 }
 
 // treeEpoch is the tree's epoch now (a promote may have raised it);
