@@ -46,6 +46,12 @@ type Options struct {
 	// in that mode can copy it; the server sets it from guid_mode. Zero
 	// (guid.None) means guid.Default.
 	GUIDMode guid.Mode
+	// AllowPrivileged lets batches put set-id bits on non-directories
+	// and set security.capability and POSIX ACL xattrs; without it those
+	// are refused with ErrPrivileged (replica_allow_privileged). A mail
+	// spool needs none of them, and on a standby they would be root's
+	// setuid files planted by whoever holds a master's credentials.
+	AllowPrivileged bool
 }
 
 // Store is an open replica root. Its methods are safe for concurrent use;
@@ -60,6 +66,7 @@ type Store struct {
 	log       *slog.Logger
 	owner     bool
 	mode      guid.Mode
+	privOK    bool // Options.AllowPrivileged
 	txnMu     sync.Mutex // held by the open Txn
 	tmpSerial uint64     // guarded by txnMu
 
@@ -78,7 +85,7 @@ const (
 // Root/.spoolsync (two servers never serve one root or share one state dir),
 // and deletes every leftover temp file of a server that died mid-batch.
 func Open(opts Options) (_ *Store, err error) {
-	s := &Store{rootfd: -1, tmpfd: -1, log: opts.Logger, mode: opts.GUIDMode}
+	s := &Store{rootfd: -1, tmpfd: -1, log: opts.Logger, mode: opts.GUIDMode, privOK: opts.AllowPrivileged}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -128,6 +128,7 @@ type serverSetup struct {
 	root, state string
 	mode        guid.Mode
 	wire        wire.ServerConfig
+	privileged  bool // replica_allow_privileged
 }
 
 // checkServerConfig refuses setups in which nobody could replicate or the
@@ -181,6 +182,7 @@ func checkServerConfig(cfg *config.Config, root string, logger *slog.Logger) (se
 	sc.wire.IsAdmin = func(id string) bool { return slices.Contains(admins, id) }
 	sc.wire.AllowPlaintext = cfg.AllowPlaintext
 	sc.wire.Compress = zstdLevel(cfg.CompressLevel)
+	sc.privileged = cfg.ReplicaAllowPrivileged
 	return sc, nil
 }
 
@@ -247,7 +249,8 @@ func (ts *treeSet) open(root, state string) (server.Tree, error) {
 	if t, ok := ts.stores[root]; ok {
 		return t, nil
 	}
-	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode})
+	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode,
+		AllowPrivileged: ts.sc.privileged})
 	if errors.Is(err, replica.ErrLocked) {
 		return server.Tree{}, fmt.Errorf("server: %s is already being served by another spoolsync server (same root or state dir %s), or mounted by spoolsync mount: stop that one first", root, state)
 	}
