@@ -66,7 +66,7 @@ type Store struct {
 	log       *slog.Logger
 	owner     bool
 	mode      guid.Mode
-	privOK    bool // Options.AllowPrivileged
+	privOK    bool       // Options.AllowPrivileged
 	txnMu     sync.Mutex // held by the open Txn
 	tmpSerial uint64     // guarded by txnMu
 
