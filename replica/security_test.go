@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -68,7 +69,7 @@ func TestConfinement(t *testing.T) {
 		{"not clean", func(tc *testCase, tx *Txn) error { return tx.Put("d//f", m, str("x")) }, ErrBadPath},
 		{"empty", func(tc *testCase, tx *Txn) error { return tx.Unlink("") }, ErrBadPath},
 		{"manifest evil/sub", func(tc *testCase, tx *Txn) error {
-			return tc.s.Manifest("evil/sub", guid.SHA256, func(Entry) error { return nil })
+			return tc.s.Manifest(context.Background(), "evil/sub", guid.SHA256, func(Entry) error { return nil })
 		}, ErrOutsideRoot},
 	}
 	for _, tt := range tests {

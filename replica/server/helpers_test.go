@@ -28,7 +28,13 @@ type testServer struct {
 
 func newTestServer(t *testing.T, tweak ...func(*Options)) *testServer {
 	t.Helper()
-	base := t.TempDir()
+	return newTestServerIn(t, t.TempDir(), tweak...)
+}
+
+// newTestServerIn is newTestServer with its root and state under base.
+// The Store gets the MaxFileSize that tweak sets.
+func newTestServerIn(t *testing.T, base string, tweak ...func(*Options)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, root: filepath.Join(base, "root"), state: filepath.Join(base, "state"), outside: filepath.Join(base, "outside")}
 	for _, d := range []string{ts.root, ts.outside} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -39,17 +45,18 @@ func newTestServer(t *testing.T, tweak ...func(*Options)) *testServer {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	var err error
-	ts.store, err = replica.Open(replica.Options{Root: ts.root, StateDir: ts.state, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := Options{Store: ts.store, Root: ts.root, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
+	opts := Options{Root: ts.root, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
 		SpoolMemory: 4096, // small, so the tests cover spilling to disk
 		Wire:        testenv.ReplicaAuth()}
 	for _, f := range tweak {
 		f(&opts)
 	}
+	var err error
+	ts.store, err = replica.Open(replica.Options{Root: ts.root, StateDir: ts.state, Logger: log, MaxFileSize: opts.MaxFileSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Store = ts.store
 	ts.srv, err = New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,21 @@ type Options struct {
 	// it is more than one above the tree's (see session.go,
 	// plausibleEpoch); 0 = none.
 	AcceptEpoch uint64
+
+	// MaxBatchOps and MaxBatchBytes bound a batch: its ops, and the
+	// content of its Puts and WriteRanges (the first op with content may
+	// exceed MaxBatchBytes alone). They are announced in the handshake;
+	// a bigger batch is refused with code toolarge. MaxFileSize refuses
+	// a bigger Put, WriteRanges or Truncate, and bounds what a manifest
+	// hashes (the Store's). 0 = the Default values.
+	MaxBatchOps   int
+	MaxBatchBytes int64
+	MaxFileSize   int64
+	// MinFreeSpace is what staging and spooling a batch leave free on the
+	// replica's and the state dir's filesystems; an op whose content
+	// would eat into it refuses the batch. 0 = DefaultMinFreeSpace, <0 =
+	// no check.
+	MinFreeSpace int64
 }
 
 // Tree is where one master's batches land.
@@ -85,6 +100,7 @@ type Server struct {
 
 	guard    *guard
 	lastWarn time.Time // of a refused connection; under mu
+	turns    map[*replica.Store]*turns
 }
 
 // New checks opts and prepares the spool directory.
@@ -123,6 +139,19 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxLoginBackoff <= 0 {
 		opts.MaxLoginBackoff = DefaultMaxLoginBackoff
 	}
+	if opts.MaxBatchOps <= 0 {
+		opts.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
+	if opts.MinFreeSpace == 0 {
+		opts.MinFreeSpace = DefaultMinFreeSpace
+	}
+	opts.Wire.MaxBatchOps, opts.Wire.MaxBatchBytes = uint64(opts.MaxBatchOps), uint64(opts.MaxBatchBytes)
 	if opts.SpoolDir == "" {
 		return nil, errors.New("server: no spool directory")
 	}
@@ -290,6 +319,21 @@ func (s *Server) warnRefused(peer, why string) {
 		return
 	}
 	s.log.Warn("server: connection refused (further refusals within 10 s are logged at debug level)", "peer", peer, "reason", why)
+}
+
+// turnsOf is the apply turns of store.
+func (s *Server) turnsOf(store *replica.Store) *turns {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.turns == nil {
+		s.turns = map[*replica.Store]*turns{}
+	}
+	t := s.turns[store]
+	if t == nil {
+		t = &turns{}
+		s.turns[store] = t
+	}
+	return t
 }
 
 func (s *Server) register(ss *session) bool {

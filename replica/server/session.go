@@ -251,7 +251,10 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 	var n uint64
 	var sendErr error
 	for _, p := range paths {
-		err := ss.store.Manifest(p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
+		// Ends when the server shuts down (its context), or when the
+		// client has gone (a send fails); one file is hashed at most
+		// max_file_size far.
+		err := ss.store.Manifest(ss.srv.ctx, p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
 			if e.Path == "." {
 				return nil
 			}
@@ -271,7 +274,13 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case ss.srv.ctx.Err() != nil:
+			return &wire.ProtoError{Code: wire.CodeShutdown, Path: p, Msg: "replica shutting down; manifest aborted, ask again"}
+		case errors.Is(err, guid.ErrTooLarge):
+			return &wire.ProtoError{Code: wire.CodeTooLarge, Path: p, Msg: "manifest: " + err.Error()}
+		default:
 			return &wire.ProtoError{Code: wire.CodeApply, Path: p, Msg: "manifest: " + err.Error()}
 		}
 	}
