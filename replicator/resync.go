@@ -49,6 +49,9 @@ type ResyncOptions struct {
 	Rescan   func(paths []string) error
 	Progress func(ResyncReport) // called now and then with the counts so far
 	Logger   *slog.Logger
+	// MaxFileSize, when above 0, is the largest file hashed
+	// (max_file_size): a bigger one is an error naming it.
+	MaxFileSize int64
 
 	// beforeSend, in tests, runs between a batch's offer and its sending,
 	// with the number of batches then unacknowledged.
@@ -129,9 +132,9 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes, in: &wireBytesIn} }
 	paths := slices.Clone(o.Paths)
 	slices.SortFunc(paths, wire.ComparePaths)
-	rs := &resyncer{o: o, report: &ResyncReport{},
+	rs := &resyncer{o: o, ctx: ctx, report: &ResyncReport{},
 		dial:    func() (*wire.Conn, error) { return wire.Dial(ctx, cc) },
-		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
+		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine, maxFile: o.MaxFileSize},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
 	defer func() {
 		for _, b := range rs.inflight { // left by an error
@@ -167,10 +170,15 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		return nil, err
 	}
 	defer mconn.Close()
+	// The manifest reader waits on the replica, which may be hashing a
+	// big file: closing the connection is what ends that wait when ctx
+	// ends (SIGTERM).
+	defer context.AfterFunc(ctx, func() { mconn.Close() })()
 	if !o.DryRun {
 		if rs.bconn, err = rs.dial(); err != nil {
 			return nil, err
 		}
+		rs.o.BatchOps = opsWithin(rs.o.BatchOps, rs.bconn.Session())
 	}
 	if err := mconn.Send(&wire.ManifestRequest{Paths: paths, GUIDMode: uint8(o.Mode)}); err != nil {
 		return nil, err
@@ -310,10 +318,14 @@ func (rs *resyncer) detail(l local, dirfd int, name string) local {
 		if l.guid.Mode != guid.None || rs.o.Mode == guid.None {
 			break // cached, or nothing to hash
 		}
+		// A file being hashed ends the walk's wait for it when ctx
+		// ends (a sparse file of 2^50 bytes kept a --dry-run deaf to
+		// SIGTERM for 11 minutes).
+		lim := guid.Limit{Ctx: rs.ctx, MaxSize: rs.o.MaxFileSize}
 		if rs.o.Verify {
-			l.guid, l.err = guid.FileAt(rs.o.Mode, dirfd, name)
+			l.guid, l.err = guid.FileAtLimited(rs.o.Mode, dirfd, name, lim)
 		} else {
-			l.guid, l.err = rs.o.Cache.HashAt(dirfd, name, rs.o.Mode)
+			l.guid, l.err = rs.o.Cache.HashAtLimited(dirfd, name, rs.o.Mode, lim)
 		}
 	case wire.KindSymlink:
 		l.target, l.err = walk.Readlink(dirfd, name)
@@ -390,6 +402,7 @@ type linkInfo struct {
 // resyncer holds the state of one merge.
 type resyncer struct {
 	o        ResyncOptions
+	ctx      context.Context // Resync's: hashes end with it
 	report   *ResyncReport
 	bconn    *wire.Conn
 	dial     func() (*wire.Conn, error) // a new batch connection
