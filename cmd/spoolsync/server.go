@@ -67,7 +67,7 @@ func runServer(args []string) error {
 	trees := &treeSet{sc: sc, logger: logger, stores: map[string]server.Tree{}}
 	defer trees.close()
 	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger,
-		AcceptEpoch: *acceptEpoch}
+		AcceptEpoch: *acceptEpoch, MaxBatchOps: cfg.ReplicaBatchOps, MaxBatchBytes: cfg.ReplicaBatchBytes, MaxFileSize: cfg.MaxFileSize}
 	treeDesc := "one tree per master"
 	if *perMaster {
 		opts.TreeFor = trees.forIdentity
@@ -129,6 +129,7 @@ type serverSetup struct {
 	mode        guid.Mode
 	wire        wire.ServerConfig
 	privileged  bool // replica_allow_privileged
+	maxFile     int64
 }
 
 // checkServerConfig refuses setups in which nobody could replicate or the
@@ -183,6 +184,7 @@ func checkServerConfig(cfg *config.Config, root string, logger *slog.Logger) (se
 	sc.wire.AllowPlaintext = cfg.AllowPlaintext
 	sc.wire.Compress = zstdLevel(cfg.CompressLevel)
 	sc.privileged = cfg.ReplicaAllowPrivileged
+	sc.maxFile = cfg.MaxFileSize
 	return sc, nil
 }
 
@@ -250,7 +252,7 @@ func (ts *treeSet) open(root, state string) (server.Tree, error) {
 		return t, nil
 	}
 	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode,
-		AllowPrivileged: ts.sc.privileged})
+		AllowPrivileged: ts.sc.privileged, MaxFileSize: ts.sc.maxFile})
 	if errors.Is(err, replica.ErrLocked) {
 		return server.Tree{}, fmt.Errorf("server: %s is already being served by another spoolsync server (same root or state dir %s), or mounted by spoolsync mount: stop that one first", root, state)
 	}
