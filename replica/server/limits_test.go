@@ -278,3 +278,31 @@ func TestRefusalSurvivesPipelining(t *testing.T) {
 		t.Fatalf("got %v, want the toolarge Error of batch 1", err)
 	}
 }
+
+// TestManifestEndsWhenClientGone: a client that hangs up in the middle of
+// a manifest ends it, even in the middle of hashing a huge file (issue 15:
+// the server hashed on at one CPU after the client had gone).
+func TestManifestEndsWhenClientGone(t *testing.T) {
+	ts := newTestServer(t)
+	sparse := filepath.Join(ts.root, "sparse")
+	must(t, os.WriteFile(sparse, nil, 0o600))
+	must(t, os.Truncate(sparse, 1<<40)) // hours of hashing
+	c := ts.dialTCP(ts.listen())
+	must(t, c.Send(&wire.ManifestRequest{GUIDMode: wire.GUIDSHA256}))
+	must(t, c.Flush())
+	sessions := func() int {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return len(ts.srv.sessions)
+	}
+	for sessions() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // into the hash
+	c.Close()
+	for deadline := time.Now().Add(time.Minute); sessions() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the manifest still runs a minute after its client hung up")
+		}
+	}
+}

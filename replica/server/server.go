@@ -258,7 +258,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	if err != nil {
 		return
 	}
-	ss, err := newSession(s, c)
+	ss, err := newSession(s, c, nc)
 	if err != nil {
 		var pe *wire.ProtoError
 		if errors.As(err, &pe) {

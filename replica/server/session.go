@@ -1,13 +1,16 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"math"
+	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +28,7 @@ const summaryEvery = time.Minute
 type session struct {
 	srv      *Server
 	c        *wire.Conn
+	nc       net.Conn // the accepted socket under c, to see the client hang up
 	store    *replica.Store
 	root     string
 	epoch    uint64 // the tree's epoch when this master connected (Position)
@@ -48,7 +52,7 @@ type session struct {
 // older epoch than the tree's is fenced; one of a newer epoch is adopted
 // (failback: this tree becomes its replica; its resync quarantines what
 // only this tree holds).
-func newSession(s *Server, c *wire.Conn) (*session, error) {
+func newSession(s *Server, c *wire.Conn, nc net.Conn) (*session, error) {
 	sess := c.Session()
 	tree, err := s.opts.TreeFor(sess.Identity)
 	if err != nil {
@@ -76,7 +80,7 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 			"root", tree.Root, "before", before.String(), "after", after.String())
 	}
 	now := time.Now()
-	return &session{srv: s, c: c, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
+	return &session{srv: s, c: c, nc: nc, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
 		log:    log,
 		sp:     newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
 		spNext: newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
@@ -250,11 +254,13 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 	}
 	var n uint64
 	var sendErr error
+	// Ends when the server shuts down or the client hangs up, even in
+	// the middle of a file's hash (issue 15: a sparse file kept a CPU busy
+	// long after its client had gone).
+	ctx, stop := ss.watchGone()
+	defer stop()
 	for _, p := range paths {
-		// Ends when the server shuts down (its context), or when the
-		// client has gone (a send fails); one file is hashed at most
-		// max_file_size far.
-		err := ss.store.Manifest(ss.srv.ctx, p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
+		err := ss.store.Manifest(ctx, p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
 			if e.Path == "." {
 				return nil
 			}
@@ -278,6 +284,8 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 		case err == nil:
 		case ss.srv.ctx.Err() != nil:
 			return &wire.ProtoError{Code: wire.CodeShutdown, Path: p, Msg: "replica shutting down; manifest aborted, ask again"}
+		case ctx.Err() != nil:
+			return fmt.Errorf("manifest of %q: the client hung up", p)
 		case errors.Is(err, guid.ErrTooLarge):
 			return &wire.ProtoError{Code: wire.CodeTooLarge, Path: p, Msg: "manifest: " + err.Error()}
 		default:
@@ -285,6 +293,51 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 		}
 	}
 	return ss.reply(&wire.ManifestEnd{Count: n})
+}
+
+// watchGone returns a context that ends when the server shuts down or
+// the client hangs up (an EOF or a reset on its socket), and the func
+// that ends the watch. A long job between two reads of the connection (a
+// manifest) runs under it; nothing else may read the connection until
+// stop returns. The socket is peeked at (MSG_PEEK), never read: bytes the
+// client sent meanwhile stay for the session, and end the watch. Without a
+// socket (net.Pipe) only the shutdown ends the context.
+func (ss *session) watchGone() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ss.srv.ctx)
+	sc, ok := ss.nc.(syscall.Conn)
+	if !ok {
+		return ctx, cancel
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return ctx, cancel
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		rc.Read(func(fd uintptr) bool {
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EAGAIN || err == unix.EINTR:
+				return false // nothing yet: wait until the socket is readable
+			case err != nil || n == 0:
+				cancel() // reset, or the client closed its end
+			}
+			return true
+		})
+	}()
+	return ctx, func() {
+		// A deadline in the past wakes the watch; then the session's own
+		// (a shutdown's, interrupt) is put back.
+		ss.nc.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		ss.nc.SetReadDeadline(time.Time{})
+		if ss.srv.closing() {
+			ss.interrupt()
+		}
+		cancel()
+	}
 }
 
 // drain consumes batch b's ops and content without applying them: the
