@@ -10,11 +10,12 @@ import (
 const (
 	DefaultMaxHandshakes        = 64
 	DefaultMaxHandshakesPerAddr = 8
-	// DefaultFreeFailures failed logins from one address cost nothing
-	// more than the failure delay (a typo, a rotated password); each
-	// one after that doubles the address's wait before it may try again,
-	// from one second up to DefaultMaxLoginBackoff.
-	DefaultFreeFailures    = 3
+	// DefaultFreeFailures failed logins in a row from one address cost
+	// nothing more than the failure delay (typos, a rotated password, an
+	// operator trying things); each one after that doubles the address's
+	// wait before it may try again, from one second up to
+	// DefaultMaxLoginBackoff.
+	DefaultFreeFailures    = 10
 	DefaultMaxLoginBackoff = 5 * time.Minute
 )
 

@@ -64,32 +64,34 @@ func (ss *session) admit(seq uint64, m wire.Message, ops, bytes uint64) error {
 	return ss.srv.roomFor(seq, p, dir, data)
 }
 
-// freeSpace is the space available to this process on dir's filesystem;
-// a test replaces it.
+// freeSpace is the space available to this process on dir's filesystem,
+// and the filesystem's size; a test replaces it.
 var freeSpace = statfsFree
 
-func statfsFree(dir string) (uint64, error) {
+func statfsFree(dir string) (free, size uint64, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return st.Bavail * uint64(st.Bsize), nil
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
 }
 
-// roomFor refuses n more bytes in dir unless MinFreeSpace stays free
-// after them, so that a batch fails with a reason before it fills the
-// disk the replica (and, in the state dir, its index) lives on.
+// roomFor refuses n more bytes in dir unless a reserve stays free after
+// them (MinFreeSpace, or a twentieth of a smaller filesystem), so that a
+// batch fails with a reason before it fills the disk the replica (and, in
+// the state dir, its index) lives on.
 func (s *Server) roomFor(seq uint64, p, dir string, n uint64) error {
 	if s.opts.MinFreeSpace < 0 {
 		return nil
 	}
-	free, err := freeSpace(dir)
+	free, size, err := freeSpace(dir)
 	if err != nil {
 		return &wire.ProtoError{Code: wire.CodeApply, Seq: seq, Path: p, Msg: fmt.Sprintf("batch %d not applied: free space of %s: %v", seq, dir, err)}
 	}
-	if need := n + uint64(s.opts.MinFreeSpace); free < need {
+	reserve := min(uint64(s.opts.MinFreeSpace), size/20)
+	if free < n+reserve {
 		return &wire.ProtoError{Code: wire.CodeApply, Seq: seq, Path: p,
-			Msg: fmt.Sprintf("batch %d not applied: %s: no space left on device for %d more bytes (%d free, %d kept free); free some space on the replica, the batch is retried", seq, dir, n, free, s.opts.MinFreeSpace)}
+			Msg: fmt.Sprintf("batch %d not applied: %s: no space left on device for %d more bytes (%d free, %d kept free); free some space on the replica, the batch is retried", seq, dir, n, free, reserve)}
 	}
 	return nil
 }
@@ -100,7 +102,6 @@ func (s *Server) roomFor(seq uint64, p, dir string, n uint64) error {
 // connection reset under it. pending is the content of the current op not
 // read yet.
 func (ss *session) refuse(b *wire.BatchBegin, err error, pending uint64) error {
-	ss.log.Warn("server: batch refused", "seq", b.Seq, "channel", b.Channel, "err", err)
 	o := &ss.srv.opts
 	budget := uint64(o.MaxBatchBytes) + uint64(o.MaxFileSize)
 	if pending > budget || ss.c.RecvData(io.Discard, pending) != nil {

@@ -150,7 +150,7 @@ func TestManifestEndsAtShutdown(t *testing.T) {
 // a zstd bomb wrote 1.8 GB of zeros into the state dir), and the master
 // reads why.
 func TestFreeSpaceChecked(t *testing.T) {
-	freeSpace = func(string) (uint64, error) { return 300 << 20, nil }
+	freeSpace = func(string) (uint64, uint64, error) { return 300 << 20, 100 << 30, nil }
 	t.Cleanup(func() { freeSpace = statfsFree })
 	ts := newTestServer(t, func(o *Options) { o.MinFreeSpace = 256 << 20 })
 	addr := ts.listen()

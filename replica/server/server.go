@@ -68,9 +68,9 @@ type Options struct {
 	MaxBatchBytes int64
 	MaxFileSize   int64
 	// MinFreeSpace is what staging and spooling a batch leave free on the
-	// replica's and the state dir's filesystems; an op whose content
-	// would eat into it refuses the batch. 0 = DefaultMinFreeSpace, <0 =
-	// no check.
+	// replica's and the state dir's filesystems (a twentieth of a smaller
+	// filesystem); an op whose content would eat into it refuses the
+	// batch. 0 = DefaultMinFreeSpace, <0 = no check.
 	MinFreeSpace int64
 }
 
@@ -295,8 +295,9 @@ func (s *Server) handshake(nc net.Conn) (*wire.Conn, error) {
 	switch {
 	case err == nil:
 		s.guard.succeeded(ip)
-	case errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrNotAdmin):
-		// wire logged the refusal with the peer address.
+	case errors.Is(err, wire.ErrAuth):
+		// wire logged the refusal with the peer address. (Not ErrNotAdmin:
+		// that password was right, and its next check is the cache's.)
 		if wait := s.guard.failed(ip); wait > 0 {
 			s.log.Warn("server: repeated failed logins: connections from this address are closed unheard for a while",
 				"peer", nc.RemoteAddr().String(), "wait", wait)

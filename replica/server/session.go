@@ -68,7 +68,7 @@ func newSession(s *Server, c *wire.Conn, nc net.Conn) (*session, error) {
 		return nil, &wire.ProtoError{Code: wire.CodeFenced, Epoch: st.Epoch,
 			Msg: fmt.Sprintf("fenced: %s is at epoch %d (%s); a master of epoch %d may no longer write to it", tree.Root, st.Epoch, st, sess.PeerEpoch)}
 	case sess.PeerEpoch > st.Epoch:
-		if err := s.plausibleEpoch(tree.Root, st, sess.PeerEpoch); err != nil {
+		if err := s.plausibleEpoch(st, sess.PeerEpoch); err != nil {
 			log.Error("server: refusing a master's epoch", "root", tree.Root, "tree", st.String(), "epoch", sess.PeerEpoch, "err", err.Msg)
 			return nil, err
 		}
@@ -93,7 +93,7 @@ func newSession(s *Server, c *wire.Conn, nc net.Conn) (*session, error) {
 // (an adopted 2^64-2 leaves no epoch to promote to), unless the operator
 // said to expect it (Options.AcceptEpoch, `spoolsync server
 // --accept-epoch N`: a tree that missed several failovers).
-func (s *Server) plausibleEpoch(root string, st fence.State, e uint64) *wire.ProtoError {
+func (s *Server) plausibleEpoch(st fence.State, e uint64) *wire.ProtoError {
 	if e <= st.Epoch+1 || e == s.opts.AcceptEpoch {
 		return nil
 	}
