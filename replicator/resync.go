@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"path/filepath"
 	"slices"
@@ -179,6 +180,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 			return nil, err
 		}
 		rs.o.BatchOps = opsWithin(rs.o.BatchOps, rs.bconn.Session())
+		rs.maxBytes = int64(min(rs.bconn.Session().MaxBatchBytes, math.MaxInt64))
 	}
 	if err := mconn.Send(&wire.ManifestRequest{Paths: paths, GUIDMode: uint8(o.Mode)}); err != nil {
 		return nil, err
@@ -401,22 +403,27 @@ type linkInfo struct {
 
 // resyncer holds the state of one merge.
 type resyncer struct {
-	o        ResyncOptions
-	ctx      context.Context // Resync's: hashes end with it
-	report   *ResyncReport
-	bconn    *wire.Conn
-	dial     func() (*wire.Conn, error) // a new batch connection
-	res      *resolver
-	channel  string
-	seq      uint64
-	steps    []step
-	extra    []shipOp // RemoveXattr ops for the next batch
-	watch    map[string]unix.Stat_t
-	links    map[[2]uint64]linkInfo
-	dirs     []dirFrame  // the master directories the walk is in
-	gone     []string    // replica directories to remove once their subtree is done
-	extras   []step      // removals of what only the replica has, done last
-	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
+	o   ResyncOptions
+	ctx context.Context // Resync's: hashes end with it
+	// maxBytes is the replica's content limit per batch (0: none
+	// announced); putBytes the content of the puts gathered since the
+	// last flush, and flushErr the error of a flush that put started.
+	maxBytes, putBytes int64
+	flushErr           error
+	report             *ResyncReport
+	bconn              *wire.Conn
+	dial               func() (*wire.Conn, error) // a new batch connection
+	res                *resolver
+	channel            string
+	seq                uint64
+	steps              []step
+	extra              []shipOp // RemoveXattr ops for the next batch
+	watch              map[string]unix.Stat_t
+	links              map[[2]uint64]linkInfo
+	dirs               []dirFrame  // the master directories the walk is in
+	gone               []string    // replica directories to remove once their subtree is done
+	extras             []step      // removals of what only the replica has, done last
+	inflight           []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
 }
 
 type dirFrame struct {
@@ -493,6 +500,9 @@ func (rs *resyncer) merge(ctx context.Context, locals *unbatcher[local], remote 
 			l, lok = locals.next()
 			r, rok = remote.next()
 		}
+		if rs.flushErr != nil {
+			return rs.flushErr
+		}
 		if len(rs.steps) >= rs.o.BatchOps {
 			if err := rs.flush(false); err != nil {
 				return err
@@ -562,6 +572,12 @@ func (rs *resyncer) missing(l local) {
 }
 
 func (rs *resyncer) put(l local) {
+	if rs.maxBytes > 0 && rs.putBytes > 0 && rs.putBytes+l.st.Size > rs.maxBytes && rs.flushErr == nil {
+		// The replica takes content beyond its limit only as a batch's
+		// first: this put starts the next batch.
+		rs.flushErr = rs.flush(false)
+	}
+	rs.putBytes += l.st.Size
 	rs.add(step{kind: stepPut, path: l.path, src: l.path, made: madeOf(l.st.Mode), target: l.target})
 	if key := [2]uint64{l.st.Dev, l.st.Ino}; l.st.Nlink > 1 {
 		// A new file on the replica: its other names must be linked anew.
@@ -795,7 +811,7 @@ func (rs *resyncer) flush(final bool) error {
 		return nil
 	}
 	steps, extra := rs.steps, rs.extra
-	rs.steps, rs.extra = nil, nil
+	rs.steps, rs.extra, rs.putBytes = nil, nil, 0
 	for attempt := 1; ; attempt++ {
 		err := rs.ship(steps, extra, final)
 		if !errors.Is(err, wire.ErrLackingGUID) || attempt == maxResends {
