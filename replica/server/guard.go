@@ -26,7 +26,8 @@ const (
 // during which its connections are closed at once, before any password is
 // checked. A successful login from an address clears its record.
 //
-// Addresses are IPs: the port of each connection differs. Connections
+// Addresses are IPs (IPv6: their /64): the port of each connection
+// differs. Connections
 // without an IP (net.Pipe, Unix sockets) count only towards the total.
 type guard struct {
 	maxTotal, maxPerAddr int
@@ -52,12 +53,18 @@ func newGuard(o *Options) *guard {
 		perAddr: map[string]int{}, fails: map[string]*failures{}}
 }
 
-// sourceIP is the key of a connection's source; "" when it has no IP.
+// sourceIP is the key of a connection's source: its IPv4 address, or the
+// /64 of its IPv6 address (one host's share, which it can fill with as
+// many addresses as it likes); "" when it has no IP.
 func sourceIP(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return ""
 	}
-	return ""
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // Why admit refused a connection.

@@ -198,3 +198,20 @@ func TestFailingSourceThrottled(t *testing.T) {
 		t.Errorf("%d password checks for %d failures and one login", checks.Load(), failed.Load())
 	}
 }
+
+func TestSourceIP(t *testing.T) {
+	for _, tc := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 1}, "2001:db8:1:2::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 2}, "2001:db8:1:2::/64"},
+		{&net.UnixAddr{Name: "@x", Net: "unix"}, ""},
+	} {
+		if got := sourceIP(tc.addr); got != tc.want {
+			t.Errorf("sourceIP(%v) = %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+}
