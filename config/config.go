@@ -68,6 +68,17 @@ type Config struct {
 
 	SyncVerifyInterval time.Duration // sync_verify_interval: 0 = no continuous verification
 	SyncVerify         string        // sync_verify: repair or report
+
+	// MaxFileSize (max_file_size) is the largest file either side hashes
+	// or ships: a bigger one is refused with an error naming it.
+	MaxFileSize int64
+	// ReplicaBatchOps and ReplicaBatchBytes (replica_batch_limit) are the
+	// most ops and content bytes the replica takes in one batch.
+	ReplicaBatchOps   int
+	ReplicaBatchBytes int64
+	// ReplicaAllowPrivileged (replica_allow_privileged) lets masters put
+	// set-id bits on files and security.capability or POSIX ACL xattrs.
+	ReplicaAllowPrivileged bool
 }
 
 // Channel is one replica the master ships to.
@@ -120,6 +131,9 @@ func Default() *Config {
 		FuseURing:          "auto",
 		SyncVerifyInterval: 5 * time.Minute,
 		SyncVerify:         "repair",
+		MaxFileSize:        4 << 30,
+		ReplicaBatchOps:    50000,
+		ReplicaBatchBytes:  2 << 30,
 	}
 }
 
@@ -247,6 +261,9 @@ func (c *Config) finish(entries map[string]entry) error {
 		p.duration("sync_verify_interval", &c.SyncVerifyInterval)
 	}
 	p.oneOf("sync_verify", &c.SyncVerify, "repair", "report")
+	p.size("max_file_size", &c.MaxFileSize, 1<<20)
+	p.batchLimit("replica_batch_limit", &c.ReplicaBatchOps, &c.ReplicaBatchBytes)
+	p.boolean("replica_allow_privileged", &c.ReplicaAllowPrivileged)
 	if p.err != nil {
 		return p.err
 	}
@@ -298,6 +315,7 @@ var globalKeys = map[string]struct{}{
 	"sync_host":  {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
 	"sync_password_file":   {},
 	"sync_verify_interval": {}, "sync_verify": {},
+	"max_file_size": {}, "replica_batch_limit": {}, "replica_allow_privileged": {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.

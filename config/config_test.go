@@ -79,6 +79,11 @@ func TestParseErrors(t *testing.T) {
 		{"sync_batch_size: 0\n", "sync_batch_size:"},
 		{"sync_compress: gzip\n", "sync_compress:"},
 		{"fuse_uring: yes\n", `t.conf:1: fuse_uring: "yes" is not one of auto, on, off`},
+		{"max_file_size: 100K\n", "max_file_size:"},
+		{"max_file_size: 99999999999G\n", "max_file_size:"},
+		{"replica_batch_limit: 50000\n", "replica_batch_limit:"},
+		{"replica_batch_limit: 10 2G\n", "replica_batch_limit:"},
+		{"replica_allow_privileged: sure\n", "replica_allow_privileged:"},
 	} {
 		_, err := Parse(strings.NewReader(tc.in), "t.conf")
 		var ce *Error
@@ -149,5 +154,19 @@ func TestSyncVerify(t *testing.T) {
 		if _, err := Parse(strings.NewReader(in), "t.conf"); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+func TestHardeningKeys(t *testing.T) {
+	c, err := Parse(strings.NewReader("max_file_size: 1G\nreplica_batch_limit: 2000 64M\nreplica_allow_privileged: yes\n"), "t.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxFileSize != 1<<30 || c.ReplicaBatchOps != 2000 || c.ReplicaBatchBytes != 64<<20 || !c.ReplicaAllowPrivileged {
+		t.Errorf("got %d %d %d %v", c.MaxFileSize, c.ReplicaBatchOps, c.ReplicaBatchBytes, c.ReplicaAllowPrivileged)
+	}
+	d := Default()
+	if d.MaxFileSize != 4<<30 || d.ReplicaBatchOps != 50000 || d.ReplicaBatchBytes != 2<<30 || d.ReplicaAllowPrivileged {
+		t.Errorf("defaults %d %d %d %v", d.MaxFileSize, d.ReplicaBatchOps, d.ReplicaBatchBytes, d.ReplicaAllowPrivileged)
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -140,7 +141,7 @@ func ParseSize(s string) (int64, error) {
 		mult, s = 1<<30, s[:len(s)-1]
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return n * mult, nil
@@ -257,4 +258,41 @@ func (p *parser) password(name string, ch *Channel) error {
 		}
 	}
 	return p.err
+}
+
+// size reads a byte count (K/M/G suffix) of at least least bytes.
+func (p *parser) size(k string, dst *int64, least int64) {
+	v, ok := p.get(k)
+	if !ok {
+		return
+	}
+	n, err := ParseSize(v)
+	if err != nil || n < least {
+		p.errf(k, "%q: expected a size of at least %dK, with an optional K, M or G suffix (example: 4G)", v, least>>10)
+		return
+	}
+	*dst = n
+}
+
+// batchLimit reads "OPS SIZE": the most ops and content bytes the replica
+// takes in one batch.
+func (p *parser) batchLimit(k string, ops *int, bytes *int64) {
+	v, ok := p.get(k)
+	if !ok {
+		return
+	}
+	f := strings.Fields(v)
+	n, err := 0, error(nil)
+	if len(f) == 2 {
+		n, err = strconv.Atoi(f[0])
+	}
+	b, berr := int64(0), error(nil)
+	if len(f) == 2 {
+		b, berr = ParseSize(f[1])
+	}
+	if len(f) != 2 || err != nil || n < 1024 || berr != nil || b < 1<<20 {
+		p.errf(k, "%q: expected a number of ops (at least 1024) and a size (at least 1M), like 50000 2G", v)
+		return
+	}
+	*ops, *bytes = n, b
 }

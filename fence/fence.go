@@ -25,6 +25,7 @@ package fence
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,14 +117,26 @@ func Promote(tree string) (State, error) {
 		if s.Role == Master {
 			return s, fmt.Errorf("fence: %s is %s: %w", tree, s, ErrPromoted)
 		}
+		if s.Epoch >= MaxEpoch {
+			// Wrapping to 0 would fence nobody while saying it did.
+			return s, fmt.Errorf("fence: %s is at %s, the last epoch there is: it cannot be promoted (was that epoch adopted from a hostile master? inspect %s)", tree, s, filepath.Join(tree, Dir, "epoch"))
+		}
 		return stamp(State{Epoch: s.Epoch + 1, Role: Master}), nil
 	})
 }
 
+// MaxEpoch is the highest epoch a tree can have: promoting it would
+// overflow, so Promote refuses it, and no master may bring a tree to it.
+const MaxEpoch = math.MaxUint64 - 1
+
 // Adopt makes the tree a replica of epoch e, when e is above its own: a
 // master of a newer epoch has connected (failback). It returns the state
-// before and after.
+// before and after. An e above MaxEpoch is refused. Whether a jump from
+// the tree's epoch to e is plausible is the caller's policy.
 func Adopt(tree string, e uint64) (before, after State, err error) {
+	if e > MaxEpoch {
+		return before, after, fmt.Errorf("fence: epoch %d is above the highest a tree may take (%d)", e, uint64(MaxEpoch))
+	}
 	after, err = update(tree, Replica, func(s State) (State, error) {
 		before = s
 		if e <= s.Epoch {

@@ -86,3 +86,21 @@ func FuzzParseRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestPromoteDoesNotWrap: a tree at the last epoch is not promoted (it
+// would wrap to 0, fencing nobody), and no master can bring it past it.
+func TestPromoteDoesNotWrap(t *testing.T) {
+	tree := t.TempDir()
+	if _, _, err := Adopt(tree, MaxEpoch+1); err == nil {
+		t.Errorf("Adopt(2^64-1) succeeded")
+	}
+	if _, _, err := Adopt(tree, MaxEpoch); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Promote(tree); err == nil || !strings.Contains(err.Error(), "cannot be promoted") {
+		t.Errorf("Promote at the last epoch: %v %v, want a refusal", s, err)
+	}
+	if s, _ := Read(tree, Replica); s.Epoch != MaxEpoch || s.Role != Replica {
+		t.Errorf("after the refused promote: %v", s)
+	}
+}

@@ -2,6 +2,7 @@ package guid
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -233,12 +234,66 @@ func (c *Cache) Close() error {
 // spool, and the os.File bookkeeping (poller registration, its own fstat)
 // was a third of the cost of opening one.
 func (c *Cache) HashAt(dirfd int, name string, m Mode) (GUID, error) {
+	return c.HashAtLimited(dirfd, name, m, Limit{})
+}
+
+// HashAtLimited is HashAt within lim.
+func (c *Cache) HashAtLimited(dirfd int, name string, m Mode, lim Limit) (GUID, error) {
 	fd, err := openAt(dirfd, name)
 	if err != nil {
 		return GUID{}, err
 	}
 	defer unix.Close(fd)
-	return c.hashFD(fd, name, m)
+	return c.hashFD(fd, name, m, lim)
+}
+
+// Limit bounds one hash, so that no file (a sparse one of 2^50 bytes takes
+// days to read) holds a CPU past what its caller allows. The zero Limit
+// bounds nothing.
+type Limit struct {
+	// Ctx, when set, cancels the hash between two reads (of 64 KiB) with
+	// its error.
+	Ctx context.Context
+	// MaxSize, when above 0, refuses a bigger file with ErrTooLarge:
+	// before reading it, and when it grows past MaxSize while read.
+	MaxSize int64
+}
+
+// ErrTooLarge: a file over Limit.MaxSize (max_file_size).
+var ErrTooLarge = errors.New("file over max_file_size")
+
+// check refuses a file of size bytes over the limit.
+func (lim Limit) check(name string, size int64) error {
+	if lim.MaxSize > 0 && size > lim.MaxSize {
+		return fmt.Errorf("hash %s: %d bytes, over the limit of %d: %w (raise max_file_size, or remove the file)", name, size, lim.MaxSize, ErrTooLarge)
+	}
+	return nil
+}
+
+// reader is what a hash reads the file open as fd through: at most one
+// byte past MaxSize (to notice growth), each read after checking Ctx.
+func (lim Limit) reader(fd int) io.Reader {
+	n := int64(math.MaxInt64)
+	if lim.MaxSize > 0 {
+		n = lim.MaxSize + 1
+	}
+	r := io.Reader(io.NewSectionReader(preader(fd), 0, n))
+	if lim.Ctx != nil {
+		r = ctxReader{lim.Ctx, r}
+	}
+	return r
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // ReadaheadBytes is how much of a file Readahead asks for: a whole typical
@@ -276,10 +331,15 @@ func openAt(dirfd int, name string) (int, error) {
 // moving its file offset. The result is cached only when the file did not
 // change while it was being hashed.
 func (c *Cache) HashFD(f *os.File, m Mode) (GUID, error) {
-	return c.hashFD(int(f.Fd()), f.Name(), m)
+	return c.hashFD(int(f.Fd()), f.Name(), m, Limit{})
 }
 
-func (c *Cache) hashFD(fd int, name string, m Mode) (GUID, error) {
+// HashFDLimited is HashFD within lim.
+func (c *Cache) HashFDLimited(f *os.File, m Mode, lim Limit) (GUID, error) {
+	return c.hashFD(int(f.Fd()), f.Name(), m, lim)
+}
+
+func (c *Cache) hashFD(fd int, name string, m Mode, lim Limit) (GUID, error) {
 	if m == None {
 		return GUID{}, fmt.Errorf("hash %s: %w", name, ErrNoHash)
 	}
@@ -290,7 +350,10 @@ func (c *Cache) hashFD(fd int, name string, m Mode) (GUID, error) {
 	if g, ok := c.Lookup(&before, m); ok {
 		return g, nil
 	}
-	g, err := sumFD(fd, name, m)
+	if err := lim.check(name, before.Size); err != nil {
+		return GUID{}, err
+	}
+	g, err := sumFD(fd, name, m, lim)
 	if err != nil {
 		return GUID{}, err
 	}
@@ -319,10 +382,13 @@ func statRegular(fd int, name string) (unix.Stat_t, error) {
 }
 
 // sumFD hashes the file open as fd from offset 0, leaving its offset.
-func sumFD(fd int, name string, m Mode) (GUID, error) {
-	g, _, err := Sum(m, io.NewSectionReader(preader(fd), 0, math.MaxInt64))
+func sumFD(fd int, name string, m Mode, lim Limit) (GUID, error) {
+	g, n, err := Sum(m, lim.reader(fd))
 	if err != nil {
 		return GUID{}, fmt.Errorf("hash %s: %w", name, err)
+	}
+	if err := lim.check(name, n); err != nil {
+		return GUID{}, err
 	}
 	return g, nil
 }

@@ -169,13 +169,22 @@ func Sum(m Mode, r io.Reader) (GUID, int64, error) {
 // (unix.AT_FDCWD: name is a path), without the cache (a --verify resync). Like HashAt it never follows a
 // final symlink or blocks on a fifo.
 func FileAt(m Mode, dirfd int, name string) (GUID, error) {
+	return FileAtLimited(m, dirfd, name, Limit{})
+}
+
+// FileAtLimited is FileAt within lim.
+func FileAtLimited(m Mode, dirfd int, name string, lim Limit) (GUID, error) {
 	fd, err := openAt(dirfd, name)
 	if err != nil {
 		return GUID{}, err
 	}
 	defer unix.Close(fd)
-	if _, err := statRegular(fd, name); err != nil {
+	st, err := statRegular(fd, name)
+	if err != nil {
 		return GUID{}, err
 	}
-	return sumFD(fd, name, m)
+	if err := lim.check(name, st.Size); err != nil {
+		return GUID{}, err
+	}
+	return sumFD(fd, name, m, lim)
 }

@@ -72,6 +72,11 @@
 // and hard links are preserved. mtime is set last, after content and xattrs.
 // Directory mtimes change only by explicit Mkdir/SetAttr: the master sends a
 // directory's mtime after the changes inside it. Atimes are not replicated.
+// Unless Options.AllowPrivileged, what would plant privileges on the
+// standby is refused with ErrPrivileged before anything changes: set-id
+// bits on a non-directory (Put, Stage, SetAttr, Mknod) and the
+// security.capability and system.posix_acl_* xattrs. A directory's setgid
+// stays allowed (shared folders).
 //
 // GUID index. GUID → locations, verified before every use: a location is
 // used as a copy source only if lstat shows the same inode, size, mtime and

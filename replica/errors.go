@@ -19,6 +19,9 @@ var (
 	ErrLocked = errors.New("locked by another spoolsync server")
 	// ErrTxnDone: an op on a Txn after Commit or Abort.
 	ErrTxnDone = errors.New("batch already committed or aborted")
+	// ErrPrivileged: set-id bits on a non-directory, or a file
+	// capability or ACL xattr, on a Store without AllowPrivileged.
+	ErrPrivileged = errors.New("refused by this replica (set replica_allow_privileged: yes on it to allow)")
 )
 
 // Error is the error every replica operation returns: it names the op, the

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -38,13 +39,16 @@ type Entry struct {
 // is returned. Directories are read ahead in parallel, a bounded number of
 // them (internal/walk). Manifest may run while a batch is being applied;
 // it then sees some state in between, which is what resync expects of a
-// live tree.
-func (s *Store) Manifest(subtree string, mode guid.Mode, fn func(Entry) error) error {
+// live tree. The walk and every hash end when ctx does (with its error),
+// and a file over Options.MaxFileSize is not hashed: the walk ends with
+// guid.ErrTooLarge naming it.
+func (s *Store) Manifest(ctx context.Context, subtree string, mode guid.Mode, fn func(Entry) error) error {
 	s.cache.Prefetch()
 	if subtree == "" {
 		subtree = "."
 	}
-	top, err := s.topEntry(subtree, mode)
+	lim := guid.Limit{Ctx: ctx, MaxSize: s.maxFile}
+	top, err := s.topEntry(subtree, mode, lim)
 	if err != nil {
 		return opErr("manifest", subtree, err)
 	}
@@ -61,10 +65,13 @@ func (s *Store) Manifest(subtree string, mode guid.Mode, fn func(Entry) error) e
 			}
 		},
 		Detail: func(w *walk.Entry[Entry]) (Entry, error) {
-			return s.entry(parent{w.Dir, w.Name}, w.Path, &w.Stat, mode, w.Detail.GUID)
+			return s.entry(parent{w.Dir, w.Name}, w.Path, &w.Stat, mode, w.Detail.GUID, lim)
 		},
 	}
 	return walk.Tree(subtree, opts, func(w *walk.Entry[Entry]) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if errors.Is(w.DetailErr, unix.ENOENT) {
 			return nil // removed since it was listed
 		}
@@ -76,7 +83,7 @@ func (s *Store) Manifest(subtree string, mode guid.Mode, fn func(Entry) error) e
 }
 
 // topEntry describes the subtree's own entry ("." for the root).
-func (s *Store) topEntry(subtree string, mode guid.Mode) (Entry, error) {
+func (s *Store) topEntry(subtree string, mode guid.Mode, lim guid.Limit) (Entry, error) {
 	par := parent{fd: s.rootfd, name: "."}
 	if subtree != "." {
 		var err error
@@ -89,7 +96,7 @@ func (s *Store) topEntry(subtree string, mode guid.Mode) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return s.entry(par, subtree, &st, mode, s.cachedGUID(&st, mode))
+	return s.entry(par, subtree, &st, mode, s.cachedGUID(&st, mode), lim)
 }
 
 // cachedGUID is the GUID the cache holds for a regular file by its stat
@@ -101,7 +108,7 @@ func (s *Store) cachedGUID(st *unix.Stat_t, mode guid.Mode) guid.GUID {
 
 // entry describes par's entry, whose stat is st (not following it); a
 // regular file's GUID is cached, else it is hashed.
-func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode, cached guid.GUID) (Entry, error) {
+func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode, cached guid.GUID, lim guid.Limit) (Entry, error) {
 	e := Entry{
 		Path: p, Type: fileType(st.Mode), Size: st.Size, Mode: st.Mode & 07777,
 		Uid: st.Uid, Gid: st.Gid, Mtime: st.Mtim.Nano(), Nlink: uint64(st.Nlink),
@@ -125,7 +132,7 @@ func (s *Store) entry(par parent, p string, st *unix.Stat_t, mode guid.Mode, cac
 				return Entry{}, err
 			}
 			f := os.NewFile(uintptr(fd), p)
-			e.GUID, err = s.cache.HashFD(f, mode)
+			e.GUID, err = s.cache.HashFDLimited(f, mode, lim)
 			f.Close()
 			if err != nil {
 				return Entry{}, err

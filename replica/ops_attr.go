@@ -53,6 +53,9 @@ func (t *Txn) applyMeta(par parent, mask Attr, meta Meta) error {
 		return err
 	}
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if err := t.s.checkPrivileged(st.Mode&unix.S_IFMT == unix.S_IFDIR, mask, meta); err != nil {
+		return err
+	}
 	if mask&AttrOwner != 0 && t.s.owner {
 		if err := unix.Fchownat(par.fd, par.name, int(meta.Uid), int(meta.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %d:%d: %w", meta.Uid, meta.Gid, err)
@@ -105,6 +108,43 @@ func chmodNoFollow(par parent, mode uint32) error {
 	return unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
 }
 
+// checkPrivileged refuses, unless the Store allows them, what meta would
+// set that a mail spool never needs and that would plant privileges on
+// the standby: set-id bits on a non-directory (a directory's setgid is
+// how shared mail folders keep their group, and stays allowed), file
+// capabilities, and ACLs.
+func (s *Store) checkPrivileged(isDir bool, mask Attr, meta Meta) error {
+	if s.privOK {
+		return nil
+	}
+	if mask&AttrMode != 0 && !isDir && meta.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return fmt.Errorf("set-id bits (mode %04o) on a non-directory: %w", meta.Mode&07777, ErrPrivileged)
+	}
+	if mask&AttrXattrs != 0 {
+		for _, x := range meta.Xattrs {
+			if err := s.checkXattr(x.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkXattr refuses a privileged xattr name unless the Store allows it.
+func (s *Store) checkXattr(name string) error {
+	if !s.privOK && privilegedXattr(name) {
+		return fmt.Errorf("xattr %s: %w", name, ErrPrivileged)
+	}
+	return nil
+}
+
+// privilegedXattr: file capabilities (which make a file's execution
+// privileged as setuid does) and POSIX ACLs (which can grant what the mode
+// bits deny).
+func privilegedXattr(name string) bool {
+	return name == "security.capability" || strings.HasPrefix(name, "system.posix_acl_")
+}
+
 // exactNamespace: xattrs in these namespaces are replaced exactly by Meta.
 func exactNamespace(name string) bool {
 	return strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "trusted.")
@@ -142,6 +182,9 @@ func (t *Txn) SetAttr(p string, mask Attr, meta Meta) error {
 // SetXattr sets one xattr on p (not following a symlink at p; Linux refuses
 // user.* xattrs on symlinks).
 func (t *Txn) SetXattr(p, name string, value []byte) error {
+	if err := t.s.checkXattr(name); err != nil {
+		return opErr("setxattr", p, err)
+	}
 	return opErr("setxattr "+name, p, t.metaOp(p, func(par parent) error {
 		return unix.Lsetxattr(par.proc(), name, value, 0)
 	}))

@@ -89,6 +89,9 @@ type Staged struct {
 // without syncing it. A Staged that is not put in place must be dropped
 // (DropStaged).
 func (s *Store) Stage(meta Meta, fill func(io.Writer) error) (*Staged, error) {
+	if err := s.checkPrivileged(false, AttrAll, meta); err != nil {
+		return nil, opErr("stage", "", err) // before a byte of it is stored
+	}
 	name := fmt.Sprintf("stage-%016x.tmp", s.stageSerial.Add(1))
 	fd, err := unix.Openat(s.tmpfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -130,6 +133,9 @@ func (s *Store) SyncStaged() error {
 // xattrs, and its mtime last. Through the descriptor: a name lookup in the
 // busy temp dir for each would cost more than the calls themselves.
 func (s *Store) setTempMeta(fd int, meta Meta) error {
+	if err := s.checkPrivileged(false, AttrAll, meta); err != nil {
+		return err
+	}
 	if s.owner {
 		if err := unix.Fchown(fd, int(meta.Uid), int(meta.Gid)); err != nil {
 			return fmt.Errorf("chown %d:%d: %w", meta.Uid, meta.Gid, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
 	"spoolsync/internal/xattr"
 )
 
@@ -36,7 +37,7 @@ func TestOps(t *testing.T) {
 			tc.wantFile("a/f", "new", 0o600, t0)
 			tc.wantFile("a/l", "not a link", 0o600, t0)
 		}},
-		{"put setuid kept after chown", nil,
+		{"put setuid kept after chown (allowed)", func(tc *testCase) { tc.s.privOK = true },
 			func(tx *Txn) error { return tx.Put("s", meta(0o4755, t0), str("x")) },
 			func(tc *testCase) { tc.wantFile("s", "x", 0o4755, t0) }},
 		{"mkdir and existing mkdir", func(tc *testCase) { os.Mkdir(tc.path("d"), 0o700) },
@@ -198,6 +199,7 @@ func TestOwner(t *testing.T) {
 		t.Skip("needs root to give files away (chown)")
 	}
 	tc := newTestCase(t)
+	tc.s.privOK = true // set-id bits kept through chown (TestPrivilegedRefused: refused by default)
 	m := Meta{Mode: 0o6750, Uid: 1234, Gid: 5678, Mtime: t0}
 	tc.batch(func(tx *Txn) error {
 		if err := tx.Put("f", m, str("x")); err != nil {

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +69,7 @@ func TestConfinement(t *testing.T) {
 		{"not clean", func(tc *testCase, tx *Txn) error { return tx.Put("d//f", m, str("x")) }, ErrBadPath},
 		{"empty", func(tc *testCase, tx *Txn) error { return tx.Unlink("") }, ErrBadPath},
 		{"manifest evil/sub", func(tc *testCase, tx *Txn) error {
-			return tc.s.Manifest("evil/sub", guid.SHA256, func(Entry) error { return nil })
+			return tc.s.Manifest(context.Background(), "evil/sub", guid.SHA256, func(Entry) error { return nil })
 		}, ErrOutsideRoot},
 	}
 	for _, tt := range tests {
@@ -143,4 +145,73 @@ func TestValidPath(t *testing.T) {
 			t.Errorf("ValidPath(%q) error %q does not say what failed", p, err)
 		}
 	}
+}
+
+// TestPrivilegedRefused: a master cannot plant privileges on the standby
+// (issue 15: root-owned setuid files, file capabilities, ACLs) unless the
+// replica allows them; a directory's setgid, which shared mail folders
+// use, stays allowed.
+func TestPrivilegedRefused(t *testing.T) {
+	capability := []byte{0x01, 0x00, 0x00, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // VFS_CAP_REVISION_2, all permitted
+	withXattr := func(name string) Meta {
+		m := meta(0o644, t0)
+		m.Xattrs = []Xattr{{Name: name, Value: capability}}
+		return m
+	}
+	refused := map[string]func(tx *Txn) error{
+		"put setuid":        func(tx *Txn) error { return tx.Put("s", meta(0o4755, t0), str("x")) },
+		"put setgid":        func(tx *Txn) error { return tx.Put("s", meta(0o2755, t0), str("x")) },
+		"put capability":    func(tx *Txn) error { return tx.Put("s", withXattr("security.capability"), str("x")) },
+		"put acl":           func(tx *Txn) error { return tx.Put("s", withXattr("system.posix_acl_access"), str("x")) },
+		"chmod setuid":      func(tx *Txn) error { return tx.SetAttr("f", AttrMode, meta(0o4755, t0)) },
+		"setxattr cap":      func(tx *Txn) error { return tx.SetXattr("f", "security.capability", capability) },
+		"setxattr acl":      func(tx *Txn) error { return tx.SetXattr("d", "system.posix_acl_default", capability) },
+		"setxattrs cap":     func(tx *Txn) error { return tx.SetAttr("f", AttrXattrs, withXattr("security.capability")) },
+		"mknod setuid fifo": func(tx *Txn) error { return tx.Mknod("p", meta(unix.S_IFIFO|0o4600, t0)) },
+	}
+	for name, op := range refused {
+		t.Run(name, func(t *testing.T) {
+			tc := newTestCase(t)
+			tc.write("f", "plain")
+			must(t, os.Mkdir(tc.path("d"), 0o755))
+			txn, err := tc.s.Begin("m1", 1)
+			must(t, err)
+			defer txn.Abort()
+			if err := op(txn); !errors.Is(err, ErrPrivileged) {
+				t.Fatalf("got %v, want ErrPrivileged", err)
+			}
+			for _, p := range []string{"s", "p"} {
+				if _, err := os.Lstat(tc.path(p)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s exists after the refusal", p)
+				}
+			}
+			var st unix.Stat_t
+			must(t, unix.Lstat(tc.path("f"), &st))
+			if st.Mode&07000 != 0 {
+				t.Errorf("f: mode %#o after the refusal", st.Mode&07777)
+			}
+			if _, err := unix.Lgetxattr(tc.path("f"), "security.capability", nil); err != unix.ENODATA {
+				t.Errorf("f: security.capability: %v, want ENODATA", err)
+			}
+		})
+	}
+	t.Run("staged setuid", func(t *testing.T) {
+		tc := newTestCase(t)
+		filled := false
+		_, err := tc.s.Stage(meta(0o4755, t0), func(io.Writer) error { filled = true; return nil })
+		if !errors.Is(err, ErrPrivileged) || filled {
+			t.Errorf("Stage: %v (content read: %v), want ErrPrivileged before the content", err, filled)
+		}
+	})
+	t.Run("setgid directory allowed", func(t *testing.T) {
+		tc := newTestCase(t)
+		tc.batch(func(tx *Txn) error { return tx.Mkdir("shared", meta(0o2775, t0)) })
+		tc.wantMeta("shared", unix.S_IFDIR|0o2775, t0)
+	})
+	t.Run("allowed by the option", func(t *testing.T) {
+		tc := newTestCase(t)
+		tc.s.privOK = true
+		tc.batch(func(tx *Txn) error { return tx.Put("s", meta(0o4755, t0), str("x")) })
+		tc.wantFile("s", "x", 0o4755, t0)
+	})
 }

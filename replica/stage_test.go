@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -162,7 +163,7 @@ func TestQuarantine(t *testing.T) {
 	if err := tc.try(func(txn *Txn) error { return txn.Unlink(".spoolsync-quarantine/3/user/bob/new/1.host") }); err == nil {
 		t.Error("a client op reached into the quarantine")
 	}
-	tc.s.Manifest("", 0, func(e Entry) error {
+	tc.s.Manifest(context.Background(), "", 0, func(e Entry) error {
 		if strings.HasPrefix(e.Path, QuarantineDir) {
 			t.Errorf("manifest lists %s", e.Path)
 		}

@@ -47,6 +47,15 @@ type Options struct {
 	// in that mode can copy it; the server sets it from guid_mode. Zero
 	// (guid.None) means guid.Default.
 	GUIDMode guid.Mode
+	// AllowPrivileged lets batches put set-id bits on non-directories
+	// and set security.capability and POSIX ACL xattrs; without it those
+	// are refused with ErrPrivileged (replica_allow_privileged). A mail
+	// spool needs none of them, and on a standby they would be root's
+	// setuid files planted by whoever holds a master's credentials.
+	AllowPrivileged bool
+	// MaxFileSize, when above 0, is the largest file Manifest hashes
+	// (max_file_size).
+	MaxFileSize int64
 }
 
 // Store is an open replica root. Its methods are safe for concurrent use;
@@ -61,6 +70,8 @@ type Store struct {
 	log       *slog.Logger
 	owner     bool
 	mode      guid.Mode
+	privOK    bool       // Options.AllowPrivileged
+	maxFile   int64      // Options.MaxFileSize
 	txnMu     sync.Mutex // held by the open Txn
 	tmpSerial uint64     // guarded by txnMu
 
@@ -82,7 +93,7 @@ const (
 // Root/.spoolsync (two servers never serve one root or share one state dir),
 // and deletes every leftover temp file of a server that died mid-batch.
 func Open(opts Options) (_ *Store, err error) {
-	s := &Store{rootfd: -1, tmpfd: -1, log: opts.Logger, mode: opts.GUIDMode}
+	s := &Store{rootfd: -1, tmpfd: -1, log: opts.Logger, mode: opts.GUIDMode, privOK: opts.AllowPrivileged, maxFile: opts.MaxFileSize}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -66,7 +67,7 @@ func TestManifest(t *testing.T) {
 	})
 	var got []string
 	var z, hz Entry
-	err := tc.s.Manifest("", guid.BLAKE3, func(e Entry) error {
+	err := tc.s.Manifest(context.Background(), "", guid.BLAKE3, func(e Entry) error {
 		got = append(got, e.Path)
 		switch e.Path {
 		case "a/z":
@@ -98,7 +99,7 @@ func TestManifest(t *testing.T) {
 	}
 	// A subtree.
 	got = nil
-	must(t, tc.s.Manifest("a", guid.None, func(e Entry) error {
+	must(t, tc.s.Manifest(context.Background(), "a", guid.None, func(e Entry) error {
 		got = append(got, e.Path)
 		if !e.GUID.IsZero() {
 			t.Errorf("%s: GUID in mode none", e.Path)
@@ -118,7 +119,7 @@ func TestNoFDLeak(t *testing.T) {
 	for _, ops := range replayBatches {
 		tc.batch(func(tx *Txn) error { return run(tx, ops) })
 	}
-	must(t, tc.s.Manifest("", guid.SHA256, func(Entry) error { return nil }))
+	must(t, tc.s.Manifest(context.Background(), "", guid.SHA256, func(Entry) error { return nil }))
 	must(t, tc.s.Close())
 	tc.s = nil
 	if after := testenv.OpenFDs(t); after != before {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -56,6 +57,21 @@ type Channel struct {
 
 	acks     *ackState // what WaitReplicated waits on (syncmode.go)
 	syncMode bool      // sync_mode sync
+
+	// peer is the replica's session, for its batch limits (set by
+	// connected, read by gather: both on the channel's goroutine).
+	peer wire.Session
+}
+
+// opsWithin bounds n, a count of events or resync steps per batch, so
+// that the batch stays within the replica's announced ops limit. An event
+// or step becomes a few ops (a put, its attributes and xattrs, a
+// stand-in): a quarter of the limit keeps a margin.
+func opsWithin(n int, s wire.Session) int {
+	if s.MaxBatchOps == 0 {
+		return n
+	}
+	return max(1, min(n, int(min(s.MaxBatchOps/4, math.MaxInt32))))
 }
 
 // countingConn counts the bytes written to a connection (n) and, when in
@@ -308,7 +324,7 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	}
 	dirs, _ := decodeResyncMarker(b)
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Paths: dirs, Delete: true, Client: c.cfg.Client,
-		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger})
+		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger, MaxFileSize: c.res.maxFile})
 	if err != nil {
 		return fmt.Errorf("resync of the directories asked for: %w", err)
 	}
@@ -441,7 +457,7 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 	c.logger.Warn(why+": resyncing the whole tree to it; what only it holds is kept (quarantined after a failover)",
 		"channel", c.cfg.Name, "replica_epoch", peer, "epoch", c.cfg.Client.Epoch)
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,
-		Quarantine: c.cfg.Client.Epoch, Logger: c.logger})
+		Quarantine: c.cfg.Client.Epoch, Logger: c.logger, MaxFileSize: c.res.maxFile})
 	if err != nil {
 		return err
 	}
@@ -478,7 +494,11 @@ func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) (
 	}
 	evs = []*synclog.Event{first}
 	var bytes int64
-	for len(evs) < c.cfg.BatchEvents && bytes < c.cfg.BatchBytes && (limit == 0 || evs[len(evs)-1].Seq < limit) {
+	maxEvents, maxBytes := opsWithin(c.cfg.BatchEvents, c.peer), c.cfg.BatchBytes
+	if b := c.peer.MaxBatchBytes; b > 0 && uint64(maxBytes) > b {
+		maxBytes = int64(min(b, math.MaxInt64))
+	}
+	for len(evs) < maxEvents && bytes < maxBytes && (limit == 0 || evs[len(evs)-1].Seq < limit) {
 		ev, err := r.TryNext()
 		if err != nil {
 			return nil, false, err

@@ -1,6 +1,8 @@
 package replicator
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -148,5 +150,41 @@ func TestBatchDirs(t *testing.T) {
 	want := []string{"u/a", "u/b", "u/c/new", "u/c/tmp", "u/d"}
 	if got := batchDirs(evs); !slices.Equal(got, want) {
 		t.Errorf("batchDirs = %q, want %q", got, want)
+	}
+}
+
+// TestGatherWithinReplicaLimits: a batch gathered for a replica that
+// announced an ops limit stays well under it, whatever sync_batch_size
+// says (issue 15 item 8: the replica refuses a bigger batch).
+func TestGatherWithinReplicaLimits(t *testing.T) {
+	c := newTestChannel(t)
+	c.cfg.BatchEvents, c.cfg.BatchBytes = 4096, 32<<20
+	evs := make([]*synclog.Event, 100)
+	for i := range evs {
+		evs[i] = &synclog.Event{Op: synclog.OpCreate, Path: fmt.Sprintf("u/new/%d", i)}
+	}
+	last, err := c.log.Append(evs...)
+	if err == nil {
+		err = c.log.Sync(last)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.log.NewReader(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c.peer = wire.Session{MaxBatchOps: 40, MaxBatchBytes: 1 << 20}
+	got, _, err := c.gather(context.Background(), r, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10 {
+		t.Errorf("gathered %d events for a replica taking 40 ops, want 10 (a quarter)", len(got))
+	}
+	c.peer = wire.Session{}
+	if got, _, _ = c.gather(context.Background(), r, 0); len(got) != 90 {
+		t.Errorf("gathered %d events without announced limits, want the 90 left", len(got))
 	}
 }

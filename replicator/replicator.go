@@ -45,6 +45,9 @@ type Options struct {
 	// VerifyReport is sync_verify report: differences are counted and
 	// logged, not repaired.
 	VerifyReport bool
+	// MaxFileSize is max_file_size: a bigger file is not hashed or
+	// shipped; its batch fails with an error naming it. 0 = no limit.
+	MaxFileSize int64
 }
 
 // New prepares the channels; Run starts them.
@@ -62,7 +65,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		return nil, err
 	}
 	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout}
-	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode}
+	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode, maxFile: opts.MaxFileSize}
 	for _, cc := range channels {
 		ps, err := openPending(lg.Dir(), cc.Name)
 		if err != nil {
@@ -181,6 +184,7 @@ func (c *Channel) connected(s wire.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed, c.st.Fenced = true, time.Now(), s.TLS, s.Compressed, false
+	c.peer = s
 }
 
 func (c *Channel) setError(err error) {

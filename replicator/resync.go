@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,9 @@ type ResyncOptions struct {
 	Rescan   func(paths []string) error
 	Progress func(ResyncReport) // called now and then with the counts so far
 	Logger   *slog.Logger
+	// MaxFileSize, when above 0, is the largest file hashed
+	// (max_file_size): a bigger one is an error naming it.
+	MaxFileSize int64
 
 	// beforeSend, in tests, runs between a batch's offer and its sending,
 	// with the number of batches then unacknowledged.
@@ -129,9 +133,9 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &wireBytes, in: &wireBytesIn} }
 	paths := slices.Clone(o.Paths)
 	slices.SortFunc(paths, wire.ComparePaths)
-	rs := &resyncer{o: o, report: &ResyncReport{},
+	rs := &resyncer{o: o, ctx: ctx, report: &ResyncReport{},
 		dial:    func() (*wire.Conn, error) { return wire.Dial(ctx, cc) },
-		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine},
+		res:     &resolver{backing: o.Backing, cache: o.Cache, mode: o.Mode, quarantine: o.Quarantine, maxFile: o.MaxFileSize},
 		channel: fmt.Sprintf("resync-%d", time.Now().UnixNano()), links: map[[2]uint64]linkInfo{}}
 	defer func() {
 		for _, b := range rs.inflight { // left by an error
@@ -167,10 +171,16 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		return nil, err
 	}
 	defer mconn.Close()
+	// The manifest reader waits on the replica, which may be hashing a
+	// big file: closing the connection is what ends that wait when ctx
+	// ends (SIGTERM).
+	defer context.AfterFunc(ctx, func() { mconn.Close() })()
 	if !o.DryRun {
 		if rs.bconn, err = rs.dial(); err != nil {
 			return nil, err
 		}
+		rs.o.BatchOps = opsWithin(rs.o.BatchOps, rs.bconn.Session())
+		rs.maxBytes = int64(min(rs.bconn.Session().MaxBatchBytes, math.MaxInt64))
 	}
 	if err := mconn.Send(&wire.ManifestRequest{Paths: paths, GUIDMode: uint8(o.Mode)}); err != nil {
 		return nil, err
@@ -310,10 +320,14 @@ func (rs *resyncer) detail(l local, dirfd int, name string) local {
 		if l.guid.Mode != guid.None || rs.o.Mode == guid.None {
 			break // cached, or nothing to hash
 		}
+		// A file being hashed ends the walk's wait for it when ctx
+		// ends (a sparse file of 2^50 bytes kept a --dry-run deaf to
+		// SIGTERM for 11 minutes).
+		lim := guid.Limit{Ctx: rs.ctx, MaxSize: rs.o.MaxFileSize}
 		if rs.o.Verify {
-			l.guid, l.err = guid.FileAt(rs.o.Mode, dirfd, name)
+			l.guid, l.err = guid.FileAtLimited(rs.o.Mode, dirfd, name, lim)
 		} else {
-			l.guid, l.err = rs.o.Cache.HashAt(dirfd, name, rs.o.Mode)
+			l.guid, l.err = rs.o.Cache.HashAtLimited(dirfd, name, rs.o.Mode, lim)
 		}
 	case wire.KindSymlink:
 		l.target, l.err = walk.Readlink(dirfd, name)
@@ -389,21 +403,27 @@ type linkInfo struct {
 
 // resyncer holds the state of one merge.
 type resyncer struct {
-	o        ResyncOptions
-	report   *ResyncReport
-	bconn    *wire.Conn
-	dial     func() (*wire.Conn, error) // a new batch connection
-	res      *resolver
-	channel  string
-	seq      uint64
-	steps    []step
-	extra    []shipOp // RemoveXattr ops for the next batch
-	watch    map[string]unix.Stat_t
-	links    map[[2]uint64]linkInfo
-	dirs     []dirFrame  // the master directories the walk is in
-	gone     []string    // replica directories to remove once their subtree is done
-	extras   []step      // removals of what only the replica has, done last
-	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
+	o   ResyncOptions
+	ctx context.Context // Resync's: hashes end with it
+	// maxBytes is the replica's content limit per batch (0: none
+	// announced); putBytes the content of the puts gathered since the
+	// last flush, and flushErr the error of a flush that put started.
+	maxBytes, putBytes int64
+	flushErr           error
+	report             *ResyncReport
+	bconn              *wire.Conn
+	dial               func() (*wire.Conn, error) // a new batch connection
+	res                *resolver
+	channel            string
+	seq                uint64
+	steps              []step
+	extra              []shipOp // RemoveXattr ops for the next batch
+	watch              map[string]unix.Stat_t
+	links              map[[2]uint64]linkInfo
+	dirs               []dirFrame  // the master directories the walk is in
+	gone               []string    // replica directories to remove once their subtree is done
+	extras             []step      // removals of what only the replica has, done last
+	inflight           []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
 }
 
 type dirFrame struct {
@@ -480,6 +500,9 @@ func (rs *resyncer) merge(ctx context.Context, locals *unbatcher[local], remote 
 			l, lok = locals.next()
 			r, rok = remote.next()
 		}
+		if rs.flushErr != nil {
+			return rs.flushErr
+		}
 		if len(rs.steps) >= rs.o.BatchOps {
 			if err := rs.flush(false); err != nil {
 				return err
@@ -549,6 +572,12 @@ func (rs *resyncer) missing(l local) {
 }
 
 func (rs *resyncer) put(l local) {
+	if rs.maxBytes > 0 && rs.putBytes > 0 && rs.putBytes+l.st.Size > rs.maxBytes && rs.flushErr == nil {
+		// The replica takes content beyond its limit only as a batch's
+		// first: this put starts the next batch.
+		rs.flushErr = rs.flush(false)
+	}
+	rs.putBytes += l.st.Size
 	rs.add(step{kind: stepPut, path: l.path, src: l.path, made: madeOf(l.st.Mode), target: l.target})
 	if key := [2]uint64{l.st.Dev, l.st.Ino}; l.st.Nlink > 1 {
 		// A new file on the replica: its other names must be linked anew.
@@ -782,7 +811,7 @@ func (rs *resyncer) flush(final bool) error {
 		return nil
 	}
 	steps, extra := rs.steps, rs.extra
-	rs.steps, rs.extra = nil, nil
+	rs.steps, rs.extra, rs.putBytes = nil, nil, 0
 	for attempt := 1; ; attempt++ {
 		err := rs.ship(steps, extra, final)
 		if !errors.Is(err, wire.ErrLackingGUID) || attempt == maxResends {

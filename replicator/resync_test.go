@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,7 +146,7 @@ func TestResyncKeepsWhatArrivedMeanwhile(t *testing.T) {
 // newResyncTest makes an empty spool and replica root, serves the replica
 // on loopback until the test ends, and returns the options of a resync
 // between them (with --delete).
-func newResyncTest(t *testing.T) (spool, root string, opts ResyncOptions) {
+func newResyncTest(t *testing.T, tweak ...func(*server.Options)) (spool, root string, opts ResyncOptions) {
 	t.Helper()
 	base := t.TempDir()
 	spool, root, state := filepath.Join(base, "spool"), filepath.Join(base, "root"), filepath.Join(base, "state")
@@ -159,8 +160,12 @@ func newResyncTest(t *testing.T) (spool, root string, opts ResyncOptions) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Options{Store: store, SpoolDir: filepath.Join(state, "spool"), Logger: log,
-		Wire: testenv.ReplicaAuth()})
+	so := server.Options{Store: store, SpoolDir: filepath.Join(state, "spool"), Logger: log,
+		Wire: testenv.ReplicaAuth()}
+	for _, f := range tweak {
+		f(&so)
+	}
+	srv, err := server.New(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,5 +320,24 @@ func TestResyncSymlinkLinksAndTimes(t *testing.T) {
 	diffs, err := treecmp.Diff(spool, root, treecmp.Options{Skip: []string{".spoolsync"}})
 	if err != nil || len(diffs) > 0 {
 		t.Errorf("after the resync: %v %q", err, diffs)
+	}
+}
+
+// TestResyncWithinReplicaLimits: a resync cuts its batches to the ops and
+// content limits the replica announced (issue 15 item 8), so that none is
+// refused; a file bigger than the byte limit goes first in its batch.
+func TestResyncWithinReplicaLimits(t *testing.T) {
+	spool, _, opts := newResyncTest(t, func(o *server.Options) { o.MaxBatchOps, o.MaxBatchBytes = 40, 100 })
+	fillSpool(t, spool, 3, 12, func(d, f int) string { return fmt.Sprintf("%060d", d*100+f) })
+	if err := os.WriteFile(filepath.Join(spool, "u", "big"), []byte(strings.Repeat("b", 250)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Resync(t.Context(), opts); err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	opts.DryRun = true
+	rep, err := Resync(t.Context(), opts)
+	if err != nil || rep.Different != 0 || rep.Extra != 0 {
+		t.Fatalf("after the resync: %v, %d differences, %d extra: %v", err, rep.Different, rep.Extra, rep.Differences)
 	}
 }

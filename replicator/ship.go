@@ -53,6 +53,7 @@ type resolver struct {
 	cache      *guid.Cache
 	mode       guid.Mode
 	quarantine uint64 // the epoch stepQuarantine files under
+	maxFile    int64  // max_file_size; 0 = no limit
 }
 
 func (r *resolver) abs(p string) string { return filepath.Join(r.backing, p) }
@@ -218,7 +219,7 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 			Mtime: mtime(st), Size: uint64(st.Size)}
 		op := shipOp{msg: p, file: f, src: s.src, size: st.Size}
 		if r.mode != guid.None {
-			g, err := r.cache.HashFD(f, r.mode)
+			g, err := r.cache.HashFDLimited(f, r.mode, guid.Limit{MaxSize: r.maxFile})
 			if err != nil {
 				f.Close()
 				return shipOp{}, fmt.Errorf("hash %s: %w", s.src, err)

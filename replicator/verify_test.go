@@ -1,42 +1,24 @@
 package replicator
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"spoolsync/internal/testenv"
 
 	"golang.org/x/sys/unix"
 
 	"spoolsync/internal/treecmp"
 )
 
-// syncBuffer is a log sink tests read while the code writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newVerifyTest is a spool, a replica of it (made equal by a resync) and
 // a verifier of a caught-up channel between them.
-func newVerifyTest(t *testing.T) (spool, root string, v *verifier, logs *syncBuffer) {
+func newVerifyTest(t *testing.T) (spool, root string, v *verifier, logs *testenv.Buffer) {
 	t.Helper()
 	spool, root, opts := newResyncTest(t)
 	fillSpool(t, spool, 3, 4, func(d, f int) string { return strings.Repeat("message ", d*10+f+1) })
@@ -57,7 +39,7 @@ func newVerifyTest(t *testing.T) (spool, root string, v *verifier, logs *syncBuf
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs = &syncBuffer{}
+	logs = &testenv.Buffer{}
 	c.pending, c.res = ps, &resolver{backing: spool, cache: opts.Cache, mode: opts.Mode}
 	c.logger = slog.New(slog.NewTextHandler(logs, nil))
 	c.cfg.Client = opts.Client

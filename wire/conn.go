@@ -32,6 +32,9 @@ type Session struct {
 	TLS        bool   // the connection is TLS
 	Compressed bool   // zstd applies after Welcome
 	Peer       string // peer address
+	// MaxBatchOps and MaxBatchBytes are the server's batch limits
+	// (Welcome, CapBatchLimits); 0 when none were announced.
+	MaxBatchOps, MaxBatchBytes uint64
 }
 
 // Conn is an established spoolsync connection, returned by Dial, Client or

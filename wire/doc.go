@@ -37,7 +37,10 @@
 // MaxFrameSize before anything is allocated or read. Each end announces
 // its MaxFrameSize in the handshake (Greeting and Hello; between MinFrameSize
 // 64 KiB and MaxFrameSizeLimit 64 MiB; default 4 MiB) and must never send
-// a larger payload. Types 0x80-0xFF are optional: a receiver that does not
+// a larger payload. Before the client has authenticated (until AuthOK) a
+// server accepts payloads of at most MaxPreAuthFrameSize (16 KiB) whatever
+// it announced: an unauthenticated peer cannot make it allocate more.
+// Types 0x80-0xFF are optional: a receiver that does not
 // know one skips its payload by length and goes on, so later versions can
 // add advisory messages. An unknown type below 0x80 is a protocol error.
 //
@@ -54,7 +57,7 @@
 //	0x06 AuthResponse  C→S  data:bytes
 //	0x07 AuthOK        S→C  identity:string
 //	0x08 Hello         C→S  caps:uvarint  epoch:uvarint  maxframe:uvarint
-//	0x09 Welcome       S→C  caps:uvarint
+//	0x09 Welcome       S→C  caps:uvarint  [maxops:uvarint  maxbytes:uvarint, only if caps has CapBatchLimits]
 //	0x10 BatchBegin    C→S  seq:uvarint  channel:string
 //	0x11 BatchEnd      C→S  seq:uvarint  opcount:uvarint
 //	0x12 Ack           S→C  seq:uvarint
@@ -105,6 +108,14 @@
 //	                            S: AuthOK{identity}   or Error, and close
 //	C: Hello{caps, epoch, maxframe}
 //	                            S: Welcome{caps}      or Error, and close
+//
+// Hello caps: CapZstd (4) asks for compression, CapBatchLimits (8) says the
+// client can take batch limits. Welcome grants what it grants of those;
+// with CapBatchLimits it carries the server's limits per batch, most ops
+// and most content bytes, which the client must respect (a batch's first
+// op with content may exceed the byte limit alone). A server enforces
+// them whether it announced them or not: a bigger batch is refused with
+// code toolarge.
 //
 // Greeting caps: CapStartTLS (1) the server offers STARTTLS, CapTLSRequired
 // (2) it refuses Auth before TLS, CapZstd (4) it can compress. Mechs are

@@ -64,10 +64,22 @@ type ServerConfig struct {
 
 	Compress         int           // zstd level for what the server sends; 0 = default; <0 = refuse compression
 	FailDelay        time.Duration // wait before refusing a handshake; 0 = DefaultFailDelay, <0 = none
-	MaxFrameSize     int           // largest payload accepted; 0 = DefaultMaxFrameSize
+	MaxFrameSize     int           // largest payload accepted after authentication; 0 = DefaultMaxFrameSize
 	HandshakeTimeout time.Duration // 0 = DefaultHandshakeTimeout
 	Logger           *slog.Logger  // nil = slog.Default()
+
+	// MaxBatchOps and MaxBatchBytes, when both set, are announced in
+	// Welcome to a client that asks (CapBatchLimits); the caller enforces
+	// them.
+	MaxBatchOps, MaxBatchBytes uint64
 }
+
+// MaxPreAuthFrameSize is the largest payload a server accepts before the
+// client has authenticated: the biggest handshake message (an Auth with
+// 8 KiB of SASL data) fits, and an unauthenticated peer cannot make the
+// server allocate a frame buffer of MaxFrameSize (4 MiB by default) per
+// connection by declaring one.
+const MaxPreAuthFrameSize = 16 << 10
 
 func frameSize(n int) (int, error) {
 	if n == 0 {
@@ -275,7 +287,7 @@ func client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, error) {
 		}
 	}
 
-	var caps uint64
+	caps := CapBatchLimits
 	if cfg.Compress > 0 && g.Caps&CapZstd != 0 {
 		caps |= CapZstd
 	}
@@ -293,6 +305,7 @@ func client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, error) {
 		return nil, protoErrf(CodeProtocol, "Welcome grants caps %#x never asked for (%#x)", w.Caps, caps)
 	}
 	c.sess.Caps = w.Caps
+	c.sess.MaxBatchOps, c.sess.MaxBatchBytes = w.MaxBatchOps, w.MaxBatchBytes
 	if w.Caps&CapZstd != 0 {
 		if err := c.startCompression(cfg.Compress); err != nil {
 			return nil, err
@@ -308,6 +321,7 @@ type serverHandshake struct {
 	log       *slog.Logger
 	tls       bool
 	certNames []string // names of a verified client certificate
+	maxRecv   int      // the frame limit once authenticated
 }
 
 // Server runs the server handshake on an accepted connection and returns
@@ -324,7 +338,8 @@ func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("RequireTLS without a TLS configuration")
 	}
-	h := &serverHandshake{c: newConn(nc, true, maxRecv), cfg: &cfg, log: cfg.Logger}
+	// Until the client has authenticated, only handshake-sized frames.
+	h := &serverHandshake{c: newConn(nc, true, MaxPreAuthFrameSize), cfg: &cfg, log: cfg.Logger, maxRecv: maxRecv}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -343,7 +358,7 @@ func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, error) {
 }
 
 func (h *serverHandshake) greeting() *Greeting {
-	g := &Greeting{Mechs: h.mechs(), Epoch: h.epoch(), MaxFrameSize: uint32(h.c.fr.max)}
+	g := &Greeting{Mechs: h.mechs(), Epoch: h.epoch(), MaxFrameSize: uint32(h.maxRecv)}
 	if h.cfg.TLS != nil && !h.tls {
 		g.Caps |= CapStartTLS
 		if h.cfg.RequireTLS {
@@ -414,6 +429,7 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 		return &loggedError{perr}
 	}
 	c.sess.Identity, c.sess.Mech = id, auth.Mech
+	c.fr.max = maxRecv
 	if err := c.sendFlush(&AuthOK{Identity: id}); err != nil {
 		return err
 	}
@@ -432,8 +448,14 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 	if hello.Caps&CapZstd != 0 && h.cfg.Compress >= 0 {
 		caps |= CapZstd
 	}
-	c.sess.Caps = caps
-	if err := c.sendFlush(&Welcome{Caps: caps}); err != nil {
+	w := &Welcome{}
+	if hello.Caps&CapBatchLimits != 0 && h.cfg.MaxBatchOps > 0 && h.cfg.MaxBatchBytes > 0 {
+		caps |= CapBatchLimits
+		w.MaxBatchOps, w.MaxBatchBytes = h.cfg.MaxBatchOps, h.cfg.MaxBatchBytes
+		c.sess.MaxBatchOps, c.sess.MaxBatchBytes = w.MaxBatchOps, w.MaxBatchBytes
+	}
+	c.sess.Caps, w.Caps = caps, caps
+	if err := c.sendFlush(w); err != nil {
 		return err
 	}
 	if caps&CapZstd != 0 {

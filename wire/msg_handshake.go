@@ -8,6 +8,11 @@ const (
 	CapStartTLS    uint64 = 1 << 0 // Greeting: the server offers STARTTLS
 	CapTLSRequired uint64 = 1 << 1 // Greeting: the server refuses Auth before STARTTLS
 	CapZstd        uint64 = 1 << 2 // Greeting: offered; Hello: asked; Welcome: granted
+	// CapBatchLimits: Hello: the client can take the server's batch
+	// limits; Welcome: granted, and Welcome carries them (a server that
+	// does not know the bit never grants it, so an older peer on either
+	// side sees the Welcome it always did).
+	CapBatchLimits uint64 = 1 << 3
 )
 
 // Limits on handshake fields.
@@ -175,13 +180,41 @@ func (m *Hello) validate() error { return checkFrameSize("Hello", m.MaxFrameSize
 
 // Welcome ends the handshake: Caps are the features granted for the rest
 // of the connection. If CapZstd is granted, every byte after the Welcome
-// frame, both directions, is one zstd stream per direction.
-type Welcome struct{ Caps uint64 }
+// frame, both directions, is one zstd stream per direction. If
+// CapBatchLimits is granted, MaxBatchOps and MaxBatchBytes follow: the
+// most ops the server takes in one batch, and the most content bytes (of
+// Puts and WriteRanges) — a batch's first op that carries content may
+// exceed MaxBatchBytes alone, so a file bigger than it can still travel, in
+// a batch that starts with it. Both are at least 1.
+type Welcome struct {
+	Caps          uint64
+	MaxBatchOps   uint64
+	MaxBatchBytes uint64
+}
 
-func (*Welcome) Type() MsgType                   { return TypeWelcome }
-func (m *Welcome) appendPayload(b []byte) []byte { return appendUvarint(b, m.Caps) }
-func (m *Welcome) decode(d *decoder)             { m.Caps = d.uvarint("caps") }
-func (m *Welcome) validate() error               { return nil }
+func (*Welcome) Type() MsgType { return TypeWelcome }
+func (m *Welcome) appendPayload(b []byte) []byte {
+	b = appendUvarint(b, m.Caps)
+	if m.Caps&CapBatchLimits != 0 {
+		b = appendUvarint(appendUvarint(b, m.MaxBatchOps), m.MaxBatchBytes)
+	}
+	return b
+}
+func (m *Welcome) decode(d *decoder) {
+	m.Caps = d.uvarint("caps")
+	if m.Caps&CapBatchLimits != 0 {
+		m.MaxBatchOps, m.MaxBatchBytes = d.uvarint("max batch ops"), d.uvarint("max batch bytes")
+	}
+}
+func (m *Welcome) validate() error {
+	switch {
+	case m.Caps&CapBatchLimits == 0 && (m.MaxBatchOps != 0 || m.MaxBatchBytes != 0):
+		return protoErrf(CodeProtocol, "Welcome: batch limits without CapBatchLimits")
+	case m.Caps&CapBatchLimits != 0 && (m.MaxBatchOps == 0 || m.MaxBatchBytes == 0):
+		return protoErrf(CodeProtocol, "Welcome: batch limit of 0")
+	}
+	return nil
+}
 
 func checkMech(s string) error {
 	if s == "" || len(s) > maxMechLen {

@@ -22,6 +22,7 @@ var golden = map[string]string{
 	"AuthOK":                 "0713126d6173746572406578616d706c652e6f7267",
 	"Hello":                  "080604ac02808004",
 	"Welcome":                "090104",
+	"WelcomeLimits":          "09090cd086038080808010",
 	"BatchBegin":             "1009808080808020026472",
 	"BatchEnd":               "11088080808080208101",
 	"Ack":                    "12017f",

@@ -44,6 +44,7 @@ var samples = []struct {
 	{"AuthOK", &AuthOK{Identity: "master@example.org"}},
 	{"Hello", &Hello{Caps: CapZstd, Epoch: 300, MaxFrameSize: MinFrameSize}},
 	{"Welcome", &Welcome{Caps: CapZstd}},
+	{"WelcomeLimits", &Welcome{Caps: CapZstd | CapBatchLimits, MaxBatchOps: 50000, MaxBatchBytes: 4 << 30}},
 	{"BatchBegin", &BatchBegin{Seq: 1 << 40, Channel: "dr"}},
 	{"BatchEnd", &BatchEnd{Seq: 1 << 40, OpCount: 129}},
 	{"Ack", &Ack{Seq: 127}},

@@ -314,6 +314,9 @@ func TestHandshakeViolations(t *testing.T) {
 		"hello before auth":     {nil, [][]byte{[]byte(preamble), frame(t, &Hello{MaxFrameSize: MinFrameSize})}, ErrProtocol},
 		"plain authzid differs": {nil, [][]byte{[]byte(preamble), frame(t, &Auth{Mech: "PLAIN", HasInitial: true, Initial: []byte("root\x00master\x00s3cret")})}, ErrAuth},
 		"huge frame":            {nil, [][]byte{[]byte(preamble), {byte(TypeAuth), 0x80, 0x80, 0x80, 0x80, 0x04}}, ErrTooLarge},
+		// Within the 4 MiB announced for later, over what an
+		// unauthenticated peer may make the server hold.
+		"frame over the pre-auth limit": {nil, [][]byte{[]byte(preamble), appendHeader(nil, TypeAuth, MaxPreAuthFrameSize+1)}, ErrTooLarge},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -498,5 +501,23 @@ func TestZstdBomb(t *testing.T) {
 			}
 			t.Logf("%d-byte bomb refused: %v", len(tc.bomb), rerr)
 		})
+	}
+}
+
+// TestBatchLimitsNegotiated: a server with batch limits announces them to
+// a client that asks, and only then; the Greeting still announces the frame
+// size that applies after authentication.
+func TestBatchLimitsNegotiated(t *testing.T) {
+	scfg := baseServerConfig()
+	scfg.MaxBatchOps, scfg.MaxBatchBytes = 1000, 1<<20
+	c, s := pipePair(t, baseClientConfig(), scfg)
+	for _, sess := range []Session{c.Session(), s.Session()} {
+		if sess.Caps&CapBatchLimits == 0 || sess.MaxBatchOps != 1000 || sess.MaxBatchBytes != 1<<20 {
+			t.Errorf("session caps %#x limits %d ops %d bytes, want CapBatchLimits 1000 1048576", sess.Caps, sess.MaxBatchOps, sess.MaxBatchBytes)
+		}
+	}
+	c, _ = pipePair(t, baseClientConfig(), baseServerConfig())
+	if sess := c.Session(); sess.Caps&CapBatchLimits != 0 || sess.MaxBatchOps != 0 {
+		t.Errorf("a server without limits granted %#x, %d ops", sess.Caps, sess.MaxBatchOps)
 	}
 }

@@ -71,7 +71,8 @@ func newReplication(cfg *config.Config, lg *synclog.Log, backing string, epoch u
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
-	opts := replicator.Options{Backing: backing, StateDir: cfg.StateDir, GUIDMode: mode, Logger: logger}
+	opts := replicator.Options{Backing: backing, StateDir: cfg.StateDir, GUIDMode: mode, Logger: logger,
+		MaxFileSize: cfg.MaxFileSize}
 	if cfg.SyncMode == "sync" {
 		opts.SyncTimeout = cfg.SyncTimeout
 	}

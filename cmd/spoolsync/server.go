@@ -43,6 +43,7 @@ func runServer(args []string) error {
 	grace := fl.Duration("grace", 30*time.Second, "at shutdown, how long batches being applied may take to finish")
 	debug := fl.Bool("debug", false, "log every batch applied")
 	perMaster := fl.Bool("per-master", false, "give each master its own tree: ROOT/<identity> (state in <state_dir>/replica/masters/<identity>)")
+	acceptEpoch := fl.Uint64("accept-epoch", 0, "let a master bring the tree to `epoch` N though it is more than one above the tree's (a tree that missed several failovers); without it such a jump is refused")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -65,7 +66,8 @@ func runServer(args []string) error {
 
 	trees := &treeSet{sc: sc, logger: logger, stores: map[string]server.Tree{}}
 	defer trees.close()
-	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger}
+	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger,
+		AcceptEpoch: *acceptEpoch, MaxBatchOps: cfg.ReplicaBatchOps, MaxBatchBytes: cfg.ReplicaBatchBytes, MaxFileSize: cfg.MaxFileSize}
 	treeDesc := "one tree per master"
 	if *perMaster {
 		opts.TreeFor = trees.forIdentity
@@ -126,6 +128,8 @@ type serverSetup struct {
 	root, state string
 	mode        guid.Mode
 	wire        wire.ServerConfig
+	privileged  bool // replica_allow_privileged
+	maxFile     int64
 }
 
 // checkServerConfig refuses setups in which nobody could replicate or the
@@ -179,6 +183,8 @@ func checkServerConfig(cfg *config.Config, root string, logger *slog.Logger) (se
 	sc.wire.IsAdmin = func(id string) bool { return slices.Contains(admins, id) }
 	sc.wire.AllowPlaintext = cfg.AllowPlaintext
 	sc.wire.Compress = zstdLevel(cfg.CompressLevel)
+	sc.privileged = cfg.ReplicaAllowPrivileged
+	sc.maxFile = cfg.MaxFileSize
 	return sc, nil
 }
 
@@ -245,7 +251,8 @@ func (ts *treeSet) open(root, state string) (server.Tree, error) {
 	if t, ok := ts.stores[root]; ok {
 		return t, nil
 	}
-	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode})
+	store, err := replica.Open(replica.Options{Root: root, StateDir: state, Logger: ts.logger, GUIDMode: ts.sc.mode,
+		AllowPrivileged: ts.sc.privileged, MaxFileSize: ts.sc.maxFile})
 	if errors.Is(err, replica.ErrLocked) {
 		return server.Tree{}, fmt.Errorf("server: %s is already being served by another spoolsync server (same root or state dir %s), or mounted by spoolsync mount: stop that one first", root, state)
 	}

@@ -41,7 +41,7 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 	}
 	start := time.Now()
 	if err := ss.sp.reset(); err != nil {
-		return ss.applyError(b.Seq, err)
+		return ss.refuse(b, ss.applyError(b.Seq, err), 0)
 	}
 	var (
 		ops, bytes uint64
@@ -93,8 +93,11 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 			return nil
 		}
 		ops++
+		if err := ss.admit(b.Seq, m, ops, bytes); err != nil {
+			return ss.refuse(b, err, dataLen(m))
+		}
 		if err := ss.sp.op(m); err != nil {
-			return ss.applyError(b.Seq, err)
+			return ss.refuse(b, ss.applyError(b.Seq, err), dataLen(m))
 		}
 		var data uint64
 		switch m := m.(type) {
@@ -109,7 +112,7 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 			if m.Content == wire.ContentInline {
 				// Written to a temp file now, while the master sends the
 				// rest; the batch lock is taken only to put it in place.
-				st, err := ss.stagePut(b.Seq, m)
+				st, err := ss.stagePut(b, m)
 				if err != nil {
 					return err
 				}
@@ -122,8 +125,12 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 			data = m.DataLen()
 		}
 		if data > 0 {
-			if err := ss.c.RecvData(ss.sp, data); err != nil {
+			dst := sink{w: ss.sp}
+			if err := ss.c.RecvData(&dst, data); err != nil {
 				return err
+			}
+			if dst.err != nil {
+				return ss.refuse(b, ss.applyError(b.Seq, dst.err), 0)
 			}
 			bytes += data
 		}
@@ -175,6 +182,9 @@ func lackingGUID(seq uint64, p string, g wire.GUID) error {
 // staged Puts by rename) and commits it. On any error the
 // Txn is aborted and the error is one to send to the client.
 func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged) error {
+	turn := ss.srv.turnsOf(ss.store)
+	turn.acquire(ss.identity)
+	defer turn.release()
 	txn, err := ss.store.Begin(src, b.Seq)
 	if errors.Is(err, replica.ErrAlreadyApplied) {
 		// Another connection of this source applied it while it arrived.
@@ -228,41 +238,42 @@ func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spoo
 }
 
 // stagePut stages the content of an inline Put straight from the
-// connection. Failing to write it (a full disk) is an apply error the
-// client is told of; either way the connection cannot go on, being in the
-// middle of the content.
-func (ss *session) stagePut(seq uint64, m *wire.Put) (*replica.Staged, error) {
+// connection. Failing to write it (a full disk) refuses the batch with an
+// apply error the client is told of, once the rest of the batch is read.
+func (ss *session) stagePut(b *wire.BatchBegin, m *wire.Put) (*replica.Staged, error) {
 	md := meta(m.Mode, m.UID, m.GID, m.Mtime)
 	md.GUIDMode = guid.Mode(m.GUID.Mode) // indexed in the sender's mode, for its puts by GUID
 	var recvErr error
-	var dst trackedWriter
+	filled := false
 	st, err := ss.store.Stage(md, func(w io.Writer) error {
-		dst.w = w
-		recvErr = ss.c.RecvData(&dst, m.DataLen())
-		return recvErr
+		filled = true
+		dst := sink{w: w}
+		if recvErr = ss.c.RecvData(&dst, m.DataLen()); recvErr != nil {
+			return recvErr
+		}
+		return dst.err
 	})
 	switch {
 	case err == nil:
 		return st, nil
-	case recvErr != nil && dst.err == nil:
+	case recvErr != nil:
 		return nil, recvErr // the connection failed, not the disk
+	case !filled: // refused before its content was read
+		return nil, ss.refuse(b, ss.applyError(b.Seq, err), m.DataLen())
 	default:
-		return nil, ss.applyError(seq, err)
+		return nil, ss.refuse(b, ss.applyError(b.Seq, err), 0)
 	}
 }
 
-// trackedWriter remembers its writer's error.
-type trackedWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (t *trackedWriter) Write(p []byte) (int, error) {
-	n, err := t.w.Write(p)
-	if err != nil {
-		t.err = err
+// dataLen is the content that follows op m.
+func dataLen(m wire.Message) uint64 {
+	switch m := m.(type) {
+	case *wire.Put:
+		return m.DataLen()
+	case *wire.WriteRanges:
+		return m.DataLen()
 	}
-	return n, err
+	return 0
 }
 
 // applyOp applies one op; content comes from the spool records after it.

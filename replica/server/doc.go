@@ -54,4 +54,27 @@
 // Error frame (code apply, or badpath for a path that would leave the
 // root, or lacking-guid, with the batch seq and the path) and closes the
 // connection; the master reconnects and resends from its position.
+//
+// # Limits (what a peer can take)
+//
+// Before authentication (guard.go): at most MaxHandshakes connections in
+// the handshake, MaxHandshakesPerAddr per source IP, closed unheard over
+// that; wire accepts only handshake-sized frames until AuthOK. Password
+// checks run at most maxPasswordChecks at once (passwd.go); an address
+// with more than FreeFailures failed logins in a row waits 1 s, 2 s, 4 s…
+// up to MaxLoginBackoff before its next connection is heard.
+//
+// After it (limits.go): an epoch is adopted only one above the tree's, or
+// Options.AcceptEpoch (session.go). A batch has at most MaxBatchOps ops
+// and MaxBatchBytes of content (its first op with content may exceed that
+// alone), both announced in Welcome; no Put, WriteRanges or Truncate
+// beyond MaxFileSize; content is staged or spooled only while
+// MinFreeSpace stays free on its filesystem. A batch over a limit, or
+// whose staging or spooling fails (a full disk), is refused: the rest of
+// it is read and dropped, so that the master, still sending, then reads
+// the Error frame (code toolarge or apply) saying why. Applies take turns
+// across identities (turns), so one master delays another by one batch at
+// most. A manifest runs under a context that ends when the server shuts
+// down or the client hangs up (watchGone), and hashes no file over
+// MaxFileSize: no request holds a CPU after its client has gone.
 package server

@@ -26,9 +26,15 @@ type testServer struct {
 	root, state, outside string
 }
 
-func newTestServer(t *testing.T) *testServer {
+func newTestServer(t *testing.T, tweak ...func(*Options)) *testServer {
 	t.Helper()
-	base := t.TempDir()
+	return newTestServerIn(t, t.TempDir(), tweak...)
+}
+
+// newTestServerIn is newTestServer with its root and state under base.
+// The Store gets the MaxFileSize that tweak sets.
+func newTestServerIn(t *testing.T, base string, tweak ...func(*Options)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, root: filepath.Join(base, "root"), state: filepath.Join(base, "state"), outside: filepath.Join(base, "outside")}
 	for _, d := range []string{ts.root, ts.outside} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -39,14 +45,19 @@ func newTestServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	opts := Options{Root: ts.root, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
+		SpoolMemory: 4096, // small, so the tests cover spilling to disk
+		Wire:        testenv.ReplicaAuth()}
+	for _, f := range tweak {
+		f(&opts)
+	}
 	var err error
-	ts.store, err = replica.Open(replica.Options{Root: ts.root, StateDir: ts.state, Logger: log})
+	ts.store, err = replica.Open(replica.Options{Root: ts.root, StateDir: ts.state, Logger: log, MaxFileSize: opts.MaxFileSize})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.srv, err = New(Options{Store: ts.store, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
-		SpoolMemory: 4096, // small, so the tests cover spilling to disk
-		Wire:        testenv.ReplicaAuth()})
+	opts.Store = ts.store
+	ts.srv, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,4 +156,29 @@ func (ts *testServer) gone(p string) {
 	if _, err := os.Lstat(filepath.Join(ts.root, p)); !errors.Is(err, os.ErrNotExist) {
 		ts.t.Errorf("%s: %v, want it absent", p, err)
 	}
+}
+
+// listen serves ts on a loopback TCP port and returns its address.
+func (ts *testServer) listen() string {
+	ts.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	go ts.srv.Serve(ln)
+	return ln.Addr().String()
+}
+
+// dialFrom opens a TCP connection to addr from the loopback address
+// from (127.0.0.0/8 is all loopback on Linux), so that tests can be
+// several source addresses.
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
 }

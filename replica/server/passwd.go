@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -70,23 +71,43 @@ func HashPassword(password string) (string, error) {
 	return string(h), err
 }
 
+// maxPasswordChecks bounds the bcrypt checks running at once, whoever
+// asks: each takes a CPU for a quarter of a second, and without a bound a
+// few hundred wrong-password loops kept every CPU busy (issue 15: a real
+// login then took 10 s, and batches of connected masters slowed tenfold).
+// Half the CPUs leaves the rest to applying batches; checks over the bound
+// wait their turn (the guard in front keeps that queue short: a few
+// connections per address, and none from addresses that keep failing).
+var maxPasswordChecks = max(1, runtime.NumCPU()/2)
+
+// compareHash is bcrypt's check; a test counts the calls.
+var compareHash = bcrypt.CompareHashAndPassword
+
 // Authenticator checks PLAIN credentials against a password file, read
-// afresh at each call.
+// afresh at each call. At most maxPasswordChecks bcrypt checks run at
+// once; a login the cache knows needs none, so a master that reconnects
+// during an attack is not queued behind the attacker's guesses.
 func Authenticator(path string) func(user, pass string) error {
 	var cache authCache
+	checks := make(chan struct{}, maxPasswordChecks)
+	compare := func(hash []byte, pass string) error {
+		checks <- struct{}{}
+		defer func() { <-checks }()
+		return compareHash(hash, []byte(pass))
+	}
 	return func(user, pass string) error {
 		hash, err := lookup(path, user)
 		if err != nil {
 			return err
 		}
 		if hash == nil {
-			bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+			compare(dummyHash, pass)
 			return fmt.Errorf("%q: %w (%s)", user, ErrUnknownUser, path)
 		}
 		if cache.ok(user, hash, pass) {
 			return nil
 		}
-		if err := bcrypt.CompareHashAndPassword(hash, []byte(pass)); err != nil {
+		if err := compare(hash, pass); err != nil {
 			if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 				return fmt.Errorf("%q: %w", user, ErrWrongPassword)
 			}

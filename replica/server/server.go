@@ -41,6 +41,37 @@ type Options struct {
 	// is called with the authenticated identity and Store/Root are not
 	// used.
 	TreeFor func(identity string) (Tree, error)
+
+	// MaxHandshakes and MaxHandshakesPerAddr cap the connections that
+	// have not authenticated yet, in total and per source IP; more are
+	// closed at once. 0 = DefaultMaxHandshakes, DefaultMaxHandshakesPerAddr.
+	MaxHandshakes, MaxHandshakesPerAddr int
+	// FreeFailures and MaxLoginBackoff: after FreeFailures failed logins
+	// from an address, it must wait 1 s, then 2 s, 4 s... up to
+	// MaxLoginBackoff before its next connection is heard; until then its
+	// connections are closed at once. 0 = the Default values.
+	FreeFailures    int
+	MaxLoginBackoff time.Duration
+
+	// AcceptEpoch is an epoch a master may bring the tree to even though
+	// it is more than one above the tree's (see session.go,
+	// plausibleEpoch); 0 = none.
+	AcceptEpoch uint64
+
+	// MaxBatchOps and MaxBatchBytes bound a batch: its ops, and the
+	// content of its Puts and WriteRanges (the first op with content may
+	// exceed MaxBatchBytes alone). They are announced in the handshake;
+	// a bigger batch is refused with code toolarge. MaxFileSize refuses
+	// a bigger Put, WriteRanges or Truncate, and bounds what a manifest
+	// hashes (the Store's). 0 = the Default values.
+	MaxBatchOps   int
+	MaxBatchBytes int64
+	MaxFileSize   int64
+	// MinFreeSpace is what staging and spooling a batch leave free on the
+	// replica's and the state dir's filesystems (a twentieth of a smaller
+	// filesystem); an op whose content would eat into it refuses the
+	// batch. 0 = DefaultMinFreeSpace, <0 = no check.
+	MinFreeSpace int64
 }
 
 // Tree is where one master's batches land.
@@ -66,6 +97,10 @@ type Server struct {
 	conns     map[net.Conn]struct{} // every accepted connection, for a hard stop
 	wg        sync.WaitGroup
 	hardOnce  sync.Once
+
+	guard    *guard
+	lastWarn time.Time // of a refused connection; under mu
+	turns    map[*replica.Store]*turns
 }
 
 // New checks opts and prepares the spool directory.
@@ -92,6 +127,31 @@ func New(opts Options) (*Server, error) {
 		// seeding 54,000 messages spent most of its time there).
 		opts.SpoolMemory = 64 << 20
 	}
+	if opts.MaxHandshakes <= 0 {
+		opts.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if opts.MaxHandshakesPerAddr <= 0 {
+		opts.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
+	}
+	if opts.FreeFailures <= 0 {
+		opts.FreeFailures = DefaultFreeFailures
+	}
+	if opts.MaxLoginBackoff <= 0 {
+		opts.MaxLoginBackoff = DefaultMaxLoginBackoff
+	}
+	if opts.MaxBatchOps <= 0 {
+		opts.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
+	if opts.MinFreeSpace == 0 {
+		opts.MinFreeSpace = DefaultMinFreeSpace
+	}
+	opts.Wire.MaxBatchOps, opts.Wire.MaxBatchBytes = uint64(opts.MaxBatchOps), uint64(opts.MaxBatchBytes)
 	if opts.SpoolDir == "" {
 		return nil, errors.New("server: no spool directory")
 	}
@@ -101,7 +161,7 @@ func New(opts Options) (*Server, error) {
 	if err := sweepSpool(opts.SpoolDir); err != nil {
 		return nil, fmt.Errorf("server: clean the spool directory %s: %w", opts.SpoolDir, err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, hard: make(chan struct{}),
+	s := &Server{opts: opts, log: opts.Logger, hard: make(chan struct{}), guard: newGuard(&opts),
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, conns: map[net.Conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -194,12 +254,11 @@ func (s *Server) ServeConn(nc net.Conn) {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	c, err := wire.Server(s.ctx, nc, s.opts.Wire)
+	c, err := s.handshake(nc)
 	if err != nil {
-		// wire logged the refusal with the peer address.
 		return
 	}
-	ss, err := newSession(s, c)
+	ss, err := newSession(s, c, nc)
 	if err != nil {
 		var pe *wire.ProtoError
 		if errors.As(err, &pe) {
@@ -219,6 +278,63 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	s.mu.Unlock()
+}
+
+// handshake runs wire's handshake within the guard's limits: a
+// connection over them is closed before anything is read, and a failed
+// login counts against its source address.
+func (s *Server) handshake(nc net.Conn) (*wire.Conn, error) {
+	ip := sourceIP(nc.RemoteAddr())
+	done, refused := s.guard.admit(ip)
+	if refused != "" {
+		s.warnRefused(nc.RemoteAddr().String(), refused)
+		return nil, errors.New(refused)
+	}
+	c, err := wire.Server(s.ctx, nc, s.opts.Wire)
+	done()
+	switch {
+	case err == nil:
+		s.guard.succeeded(ip)
+	case errors.Is(err, wire.ErrAuth):
+		// wire logged the refusal with the peer address. (Not ErrNotAdmin:
+		// that password was right, and its next check is the cache's.)
+		if wait := s.guard.failed(ip); wait > 0 {
+			s.log.Warn("server: repeated failed logins: connections from this address are closed unheard for a while",
+				"peer", nc.RemoteAddr().String(), "wait", wait)
+		}
+	}
+	return c, err
+}
+
+// warnRefused logs a connection closed by the guard: at most one line
+// every 10 s, since an attack would otherwise fill the log.
+func (s *Server) warnRefused(peer, why string) {
+	s.mu.Lock()
+	quiet := time.Since(s.lastWarn) < 10*time.Second
+	if !quiet {
+		s.lastWarn = time.Now()
+	}
+	s.mu.Unlock()
+	if quiet {
+		s.log.Debug("server: connection refused", "peer", peer, "reason", why)
+		return
+	}
+	s.log.Warn("server: connection refused (further refusals within 10 s are logged at debug level)", "peer", peer, "reason", why)
+}
+
+// turnsOf is the apply turns of store.
+func (s *Server) turnsOf(store *replica.Store) *turns {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.turns == nil {
+		s.turns = map[*replica.Store]*turns{}
+	}
+	t := s.turns[store]
+	if t == nil {
+		t = &turns{}
+		s.turns[store] = t
+	}
+	return t
 }
 
 func (s *Server) register(ss *session) bool {

@@ -418,3 +418,21 @@ func TestPipelinedBatches(t *testing.T) {
 	ts.gone("g")
 	ts.noTemps()
 }
+
+// TestPrivilegedPutRefused: a master's setuid file is refused with an
+// Error frame naming it, and nothing lands (replica.TestPrivilegedRefused
+// has every case).
+func TestPrivilegedPutRefused(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.dial()
+	setuid := put("bin/su", "#!/bin/sh")
+	setuid.m.(*wire.Put).Mode = 0o4755
+	sendBatch(t, c, 1, "", op{m: &wire.Mkdir{Path: "bin", Mode: 0o755}}, setuid)
+	_, err := c.Recv()
+	var pe *wire.ProtoError
+	if !errors.As(err, &pe) || pe.Code != wire.CodeApply || !strings.Contains(pe.Msg, "replica_allow_privileged") {
+		t.Fatalf("got %v, want an apply error naming replica_allow_privileged", err)
+	}
+	ts.gone("bin/su")
+	ts.gone("bin")
+}

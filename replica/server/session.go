@@ -1,13 +1,16 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"math"
+	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +28,7 @@ const summaryEvery = time.Minute
 type session struct {
 	srv      *Server
 	c        *wire.Conn
+	nc       net.Conn // the accepted socket under c, to see the client hang up
 	store    *replica.Store
 	root     string
 	epoch    uint64 // the tree's epoch when this master connected (Position)
@@ -48,7 +52,7 @@ type session struct {
 // older epoch than the tree's is fenced; one of a newer epoch is adopted
 // (failback: this tree becomes its replica; its resync quarantines what
 // only this tree holds).
-func newSession(s *Server, c *wire.Conn) (*session, error) {
+func newSession(s *Server, c *wire.Conn, nc net.Conn) (*session, error) {
 	sess := c.Session()
 	tree, err := s.opts.TreeFor(sess.Identity)
 	if err != nil {
@@ -64,6 +68,10 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 		return nil, &wire.ProtoError{Code: wire.CodeFenced, Epoch: st.Epoch,
 			Msg: fmt.Sprintf("fenced: %s is at epoch %d (%s); a master of epoch %d may no longer write to it", tree.Root, st.Epoch, st, sess.PeerEpoch)}
 	case sess.PeerEpoch > st.Epoch:
+		if err := s.plausibleEpoch(st, sess.PeerEpoch); err != nil {
+			log.Error("server: refusing a master's epoch", "root", tree.Root, "tree", st.String(), "epoch", sess.PeerEpoch, "err", err.Msg)
+			return nil, err
+		}
 		before, after, err := fence.Adopt(tree.Root, sess.PeerEpoch)
 		if err != nil {
 			return nil, &wire.ProtoError{Code: wire.CodeApply, Msg: err.Error()}
@@ -72,11 +80,25 @@ func newSession(s *Server, c *wire.Conn) (*session, error) {
 			"root", tree.Root, "before", before.String(), "after", after.String())
 	}
 	now := time.Now()
-	return &session{srv: s, c: c, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
+	return &session{srv: s, c: c, nc: nc, store: tree.Store, root: tree.Root, epoch: st.Epoch, identity: sess.Identity,
 		log:    log,
 		sp:     newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
 		spNext: newSpool(s.opts.SpoolDir, s.opts.SpoolMemory/2),
 		since:  now, lastSummary: now}, nil
+}
+
+// plausibleEpoch refuses an epoch a failback cannot explain: a promote
+// raises an epoch by one, so a master more than one epoch ahead of the
+// tree is an authenticated peer trying to fence the real master for good
+// (an adopted 2^64-2 leaves no epoch to promote to), unless the operator
+// said to expect it (Options.AcceptEpoch, `spoolsync server
+// --accept-epoch N`: a tree that missed several failovers).
+func (s *Server) plausibleEpoch(st fence.State, e uint64) *wire.ProtoError {
+	if e <= st.Epoch+1 || e == s.opts.AcceptEpoch {
+		return nil
+	}
+	return &wire.ProtoError{Code: wire.CodeApply, Epoch: st.Epoch,
+		Msg: fmt.Sprintf("epoch %d is more than one above the replica tree's %s: refused; if a failover really took the masters that far (several promotes this tree missed), restart its server with --accept-epoch %d", e, st, e)}
 }
 
 // treeEpoch is the tree's epoch now (a promote may have raised it);
@@ -234,8 +256,13 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 	}
 	var n uint64
 	var sendErr error
+	// Ends when the server shuts down or the client hangs up, even in
+	// the middle of a file's hash (issue 15: a sparse file kept a CPU busy
+	// long after its client had gone).
+	ctx, stop := ss.watchGone()
+	defer stop()
 	for _, p := range paths {
-		err := ss.store.Manifest(p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
+		err := ss.store.Manifest(ctx, p, guid.Mode(m.GUIDMode), func(e replica.Entry) error {
 			if e.Path == "." {
 				return nil
 			}
@@ -255,11 +282,64 @@ func (ss *session) manifest(m *wire.ManifestRequest) error {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case ss.srv.ctx.Err() != nil:
+			return &wire.ProtoError{Code: wire.CodeShutdown, Path: p, Msg: "replica shutting down; manifest aborted, ask again"}
+		case ctx.Err() != nil:
+			return fmt.Errorf("manifest of %q: the client hung up", p)
+		case errors.Is(err, guid.ErrTooLarge):
+			return &wire.ProtoError{Code: wire.CodeTooLarge, Path: p, Msg: "manifest: " + err.Error()}
+		default:
 			return &wire.ProtoError{Code: wire.CodeApply, Path: p, Msg: "manifest: " + err.Error()}
 		}
 	}
 	return ss.reply(&wire.ManifestEnd{Count: n})
+}
+
+// watchGone returns a context that ends when the server shuts down or
+// the client hangs up (an EOF or a reset on its socket), and the func
+// that ends the watch. A long job between two reads of the connection (a
+// manifest) runs under it; nothing else may read the connection until
+// stop returns. The socket is peeked at (MSG_PEEK), never read: bytes the
+// client sent meanwhile stay for the session, and end the watch. Without a
+// socket (net.Pipe) only the shutdown ends the context.
+func (ss *session) watchGone() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ss.srv.ctx)
+	sc, ok := ss.nc.(syscall.Conn)
+	if !ok {
+		return ctx, cancel
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return ctx, cancel
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		rc.Read(func(fd uintptr) bool {
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EAGAIN || err == unix.EINTR:
+				return false // nothing yet: wait until the socket is readable
+			case err != nil || n == 0:
+				cancel() // reset, or the client closed its end
+			}
+			return true
+		})
+	}()
+	return ctx, func() {
+		// A deadline in the past wakes the watch; then the session's own
+		// (a shutdown's, interrupt) is put back.
+		ss.nc.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		ss.nc.SetReadDeadline(time.Time{})
+		if ss.srv.closing() {
+			ss.interrupt()
+		}
+		cancel()
+	}
 }
 
 // drain consumes batch b's ops and content without applying them: the
