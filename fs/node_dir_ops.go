@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"syscall"
 
@@ -90,10 +91,16 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
 		op = synclog.OpCreate
-	case syscall.S_IFIFO:
+	case syscall.S_IFIFO, syscall.S_IFSOCK:
+		// A socket is what bind(2) leaves (Cyrus's idle and lmtp
+		// sockets): replicated as a name, like a fifo.
 	default:
-		// A mail spool holds no devices or sockets, and the replica would
-		// refuse them: fail here rather than accept what cannot replicate.
+		// A mail spool holds no device nodes, and the replica refuses
+		// them (a device node planted on the standby would be a way
+		// into its hardware): fail here rather than accept what cannot
+		// replicate.
+		n.c.logger.Error("mknod of a device node refused: spoolsync replicates files, directories, symlinks, fifos and sockets, never block or character devices (README: what is not replicated)",
+			"path", n.childPath(name), "type", fmt.Sprintf("%#o", mode&syscall.S_IFMT))
 		return nil, syscall.EPERM
 	}
 	n.c.ns.RLock()

@@ -178,7 +178,17 @@ func TestReplication(t *testing.T) {
 	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "7.M7.host"), "user.flags", []byte("\\Flagged"), 0))
 	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "9.M9.host"), "user.flags", []byte("\\Seen"), 0))
 	must(t, os.Chtimes(filepath.Join(mnt, "alice", "Maildir", "new", "8.M8.host"), time.Unix(1e9, 0), time.Unix(1e9, 0)))
+	// Cyrus binds its idle and LMTP sockets in the spool: replicated as
+	// sockets (a name; nothing listens there on the replica).
+	must(t, os.Mkdir(filepath.Join(mnt, "socket"), 0o755))
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(mnt, "socket", "idle.123"), Net: "unix"})
+	must(t, err)
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
 	p.waitSynced(t)
+	if fi, err := os.Lstat(filepath.Join(p.r.root, "socket", "idle.123")); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("the replica's socket/idle.123: %v %v, want a socket", fi, err)
+	}
 
 	// Path traps: a file written and then its folder renamed before the
 	// batch ships; a whole user renamed; a file renamed over another;
