@@ -29,6 +29,10 @@ type ChannelConfig struct {
 	Client      wire.ClientConfig
 	BatchEvents int   // most events in one batch
 	BatchBytes  int64 // most bytes of changed ranges in one batch (created files count by event)
+	// HeartbeatInterval and HeartbeatTimeout: ping an idle or busy
+	// replica this often, and give it up as down after this long without
+	// a word (heartbeat.go); 0 = the defaults.
+	HeartbeatInterval, HeartbeatTimeout time.Duration
 }
 
 // Channel ships the sync log to one replica.
@@ -44,10 +48,12 @@ type Channel struct {
 	logger   *slog.Logger
 	pending  *pendingStore
 
-	mu sync.Mutex
-	st ChannelStatus
+	mu       sync.Mutex
+	st       ChannelStatus
+	noAnswer bool // the last session ended with errNoAnswer, and none got through since
 
 	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
+	heard      atomic.Int64 // unix ns: when a frame last came from the replica (heartbeat.go)
 	inlineNext bool         // the last batch failed on a put by GUID: no dedup for the next
 	refused    refusals     // the same batch refused again and again (passRefused)
 	// markerMu orders the resync requests (askResync: the mount's rescan
@@ -132,14 +138,18 @@ func (c *Channel) run(ctx context.Context) {
 // error. shipped says whether any batch was acknowledged.
 func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	cc := c.cfg.Client
-	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &c.wireBytes} }
-	conn, err := wire.Dial(ctx, cc)
+	_, timeout := c.heartbeatTiming()
+	cc.Wrap = func(nc net.Conn) net.Conn {
+		return &heardConn{Conn: &countingConn{Conn: nc, n: &c.wireBytes}, heard: &c.heard, timeout: timeout}
+	}
+	raw, err := wire.Dial(ctx, cc)
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	conn := c.watch(raw) // heartbeat.go
 
 	if err := conn.Send(&wire.PositionRequest{Channel: c.wireName}); err != nil {
 		return false, err
@@ -205,7 +215,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err := c.resyncDirsIfAsked(ctx); err != nil {
 			return shipped, err
 		}
-		evs, drained, err := c.gather(ctx, r, limit)
+		evs, drained, err := c.gather(ctx, conn, r, limit)
 		if err != nil {
 			return shipped, err
 		}
@@ -471,8 +481,9 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 // when not 0). Shipping at once when the link is idle keeps lag to the
 // round trip; while a batch is in flight, the log gathers the next.
 // drained says the batch holds every event that was durable.
-func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) (evs []*synclog.Event, drained bool, err error) {
-	first, err := r.Next(ctx)
+// While it waits for the first event, it pings the replica (heartbeat.go).
+func (c *Channel) gather(ctx context.Context, conn *watched, r *synclog.Reader, limit uint64) (evs []*synclog.Event, drained bool, err error) {
+	first, err := conn.next(ctx, r)
 	if err != nil {
 		return nil, false, err
 	}

@@ -22,12 +22,13 @@ var (
 	mWire      = prometheus.NewDesc("spoolsync_channel_wire_bytes_total", "Bytes sent on the wire, after compression and TLS.", []string{"channel"}, nil)
 	mDedup     = prometheus.NewDesc("spoolsync_channel_dedup_hits_total", "Puts satisfied by content the replica already had (GUID).", []string{"channel"}, nil)
 	mLastAck   = prometheus.NewDesc("spoolsync_channel_last_ack_timestamp_seconds", "When the replica last acknowledged a batch.", []string{"channel"}, nil)
+	mNoAnswer  = prometheus.NewDesc("spoolsync_channel_no_answer_seconds", "Seconds since a replica that stopped answering the heartbeat was last heard; 0 while it answers.", []string{"channel"}, nil)
 	mDegraded  = prometheus.NewDesc("spoolsync_channel_sync_degraded", "sync_mode sync: 1 while fsync does not wait for this replica (it did not confirm within sync_timeout and has not caught up).", []string{"channel"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded} {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mNoAnswer} {
 		ch <- d
 	}
 }
@@ -48,6 +49,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mSent, prometheus.CounterValue, float64(s.ContentBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mWire, prometheus.CounterValue, float64(s.WireBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mDedup, prometheus.CounterValue, float64(s.DedupHits), s.Name)
+		ch <- prometheus.MustNewConstMetric(mNoAnswer, prometheus.GaugeValue, s.NoAnswerSeconds, s.Name)
 		if s.SyncMode != "" {
 			degraded := 0.0
 			if s.SyncMode == "degraded" {

@@ -140,6 +140,9 @@ type ChannelStatus struct {
 	Epoch         uint64    `json:"epoch"`               // this master's
 	Quarantined   int       `json:"quarantined"`         // files failback moved to the replica's quarantine
 	LastError     string    `json:"last_error,omitempty"`
+	// NoAnswerSeconds: the replica stopped answering (heartbeat): how
+	// long ago it was last heard. 0 while it answers.
+	NoAnswerSeconds float64 `json:"no_answer_seconds,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	ShippedSeq    uint64    `json:"shipped_seq"`
 	LastSeq       uint64    `json:"last_seq"`
@@ -160,6 +163,7 @@ func (c *Channel) connected(s wire.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed, c.st.Fenced = true, time.Now(), s.TLS, s.Compressed, false
+	c.noAnswer = false
 }
 
 func (c *Channel) setError(err error) {
@@ -167,6 +171,11 @@ func (c *Channel) setError(err error) {
 	defer c.mu.Unlock()
 	c.st.Connected = false
 	c.st.Fenced = errors.Is(err, wire.ErrFenced)
+	// Silent until a session gets through again (connected): a replica
+	// that went silent and now refuses connections or stalls in the
+	// handshake still has not answered.
+	var na *errNoAnswer
+	c.noAnswer = c.noAnswer || errors.As(err, &na)
 	if err != nil {
 		c.st.LastError, c.st.LastErrorTime = err.Error(), time.Now()
 	}
@@ -194,6 +203,9 @@ func (r *Replicator) Status() []ChannelStatus {
 	for _, c := range r.channels {
 		c.mu.Lock()
 		st := c.st
+		if c.noAnswer && !st.Connected {
+			st.NoAnswerSeconds = time.Since(time.Unix(0, c.heard.Load())).Seconds()
+		}
 		c.mu.Unlock()
 		st.WireBytes = c.wireBytes.Load()
 		st.SyncMode = c.syncState()

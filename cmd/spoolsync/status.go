@@ -46,6 +46,8 @@ func runStatus(args []string) error {
 		switch {
 		case c.Fenced:
 			state = "FENCED"
+		case !c.Connected && c.NoAnswerSeconds > 0:
+			state = fmt.Sprintf("down: no answer for %.0f s", c.NoAnswerSeconds)
 		case !c.Connected:
 			state = "down"
 		}
