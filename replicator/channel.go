@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -576,10 +577,17 @@ type refusals struct {
 // to the master's current tree, which holds everything the batch did),
 // and only then does the cursor move past the batch. fsync waiters in
 // sync mode are released by that resync, not here.
+//
+// A refusal for a passing reason (transient: the replica's disk full) is
+// never gone past: the cursor stays, status shows the error and the true
+// lag, and the batch is sent again with backoff until it applies.
 func (c *Channel) passRefused(seq uint64, evs []*synclog.Event, err error) error {
 	var pe *wire.ProtoError
 	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeApply {
 		c.refused = refusals{}
+		return nil
+	}
+	if transient(pe) {
 		return nil
 	}
 	if c.refused.seq != seq {
@@ -599,6 +607,20 @@ func (c *Channel) passRefused(seq uint64, evs []*synclog.Event, err error) error
 	}
 	c.refused = refusals{}
 	return c.log.CommitCursor(c.cfg.Name, seq)
+}
+
+// transient reports whether a replica's refusal is for a reason that
+// passes once an administrator acts (disk full, quota exceeded, an I/O
+// error) rather than one inherent in the batch. The replica sends code
+// apply with its error's text, so the errno is known by its message, as
+// Go writes it on Linux.
+func transient(pe *wire.ProtoError) bool {
+	for _, errno := range []unix.Errno{unix.ENOSPC, unix.EDQUOT, unix.EIO} {
+		if strings.Contains(pe.Msg, errno.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingStore keeps the pending entries of a channel in a small file

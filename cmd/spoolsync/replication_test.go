@@ -354,6 +354,21 @@ func TestReplicaDiskFull(t *testing.T) {
 	waitStatus(t, m, 30*time.Second, "the replica's full disk", func(c replicator.ChannelStatus) bool {
 		return strings.Contains(c.LastError, "no space")
 	})
+	// A full disk is no reason to give up on a batch: after more refusals
+	// than a batch that cannot apply gets (3), the batch still waits and
+	// status shows what is missing on the replica, not "0 events".
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(p.mount.stderr.String(), "no space left on device") < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mount did not retry 5 times in 60 s:\n%s", p.mount.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := waitStatus(t, m, time.Second, "the error", func(c replicator.ChannelStatus) bool { return true })
+	if st.BacklogEvents == 0 || st.LagSeconds == 0 || !strings.Contains(st.LastError, "no space") {
+		t.Errorf("the replica's disk is full and mail is missing there, but status shows backlog %d, lag %.3fs, error %q",
+			st.BacklogEvents, st.LagSeconds, st.LastError)
+	}
 	deliver(t, md, "while-full", "the master still takes mail") // the master is unaffected
 	must(t, os.Remove(filler))
 	p.waitSyncedSub(t, "user")
