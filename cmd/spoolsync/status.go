@@ -15,7 +15,8 @@ var errConnRefused = syscall.ECONNREFUSED
 
 const statusAbout = `
 Shows, for every replication channel of the running mount: connected or
-not (and the last error), lag (age of the oldest event the replica has not
+not (and the last error; "down: no answer for N s" for a replica that
+stopped answering the heartbeat), lag (age of the oldest event the replica has not
 acknowledged), backlog, batches, bytes, dedup hits, last acknowledgement.
 It asks the mount over the unix socket in sync_log_dir.`
 
