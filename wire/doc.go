@@ -173,6 +173,11 @@
 // on it can be refused (lacking-guid) if that batch removed the content,
 // and the client then sends the batch again with the content.
 //
+// Heartbeat. The client pings a connection that is idle, or on which it
+// waits for an answer, every few seconds, and gives the server up when
+// nothing has come from it for a while (15 s by default). So the server
+// answers a Ping at once, also while it applies a batch.
+//
 // Batches. seq is the master's sync-log sequence number of the batch;
 // channel names its log channel ("" for the default one). The server
 // applies ops in order and sends Ack{seq} only once batch seq — and every
