@@ -49,9 +49,11 @@ type Channel struct {
 	logger   *slog.Logger
 	pending  *pendingStore
 
-	mu       sync.Mutex
-	st       ChannelStatus
-	noAnswer bool // the last session ended with errNoAnswer, and none got through since
+	mu sync.Mutex
+	st ChannelStatus
+	// noAnswer (under mu): the last session ended with errNoAnswer, and
+	// none has got through since.
+	noAnswer bool
 
 	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
 	heard      atomic.Int64 // unix ns: when a frame last came from the replica (heartbeat.go)

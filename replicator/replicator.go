@@ -140,9 +140,6 @@ type ChannelStatus struct {
 	Epoch         uint64    `json:"epoch"`               // this master's
 	Quarantined   int       `json:"quarantined"`         // files failback moved to the replica's quarantine
 	LastError     string    `json:"last_error,omitempty"`
-	// NoAnswerSeconds: the replica stopped answering (heartbeat): how
-	// long ago it was last heard. 0 while it answers.
-	NoAnswerSeconds float64 `json:"no_answer_seconds,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	ShippedSeq    uint64    `json:"shipped_seq"`
 	LastSeq       uint64    `json:"last_seq"`
@@ -157,6 +154,10 @@ type ChannelStatus struct {
 	DedupHits     uint64    `json:"dedup_hits"`
 	LastAck       time.Time `json:"last_ack,omitzero"`
 	LastBatchTime float64   `json:"last_batch_seconds"`
+
+	// NoAnswerSeconds: the replica stopped answering (heartbeat): how
+	// long ago it was last heard. 0 while it answers.
+	NoAnswerSeconds float64 `json:"no_answer_seconds,omitempty"`
 }
 
 func (c *Channel) connected(s wire.Session) {
