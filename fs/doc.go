@@ -8,8 +8,8 @@
 // it succeeded is it recorded (Log.Append). Events name what changed, never
 // the content: the replicator reads current content from the backing dir.
 //
-//   - create, mkdir, mknod (fifo), symlink, link, unlink, rmdir, rename
-//     (with RENAME_NOREPLACE / RENAME_EXCHANGE in Flags): one event each,
+//   - create, mkdir, mknod (fifo or socket; device nodes are refused with
+//     EPERM), symlink, link, unlink, rmdir, rename (with RENAME_NOREPLACE / RENAME_EXCHANGE in Flags): one event each,
 //     appended before the operation returns.
 //   - chmod, chown, utimens: one setattr event with a mask of what changed;
 //     truncate (also open with O_TRUNC): a truncate event with the new size.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -357,6 +358,38 @@ func TestOps(t *testing.T) {
 				}
 			},
 			want: []string{"mknod fifo"},
+		},
+		{
+			// What bind(2) of a unix socket does (Cyrus's idle and LMTP
+			// sockets).
+			name: "bind socket",
+			do: func(t *testing.T) {
+				ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tc.m_("sock"), Net: "unix"})
+				must(t, err)
+				ln.SetUnlinkOnClose(false)
+				ln.Close()
+			},
+			check: func(t *testing.T) {
+				if st, err := os.Lstat(tc.b("sock")); err != nil || st.Mode().Type() != os.ModeSocket {
+					t.Errorf("backing socket: %v %v", st, err)
+				}
+			},
+			want: []string{"mknod sock"},
+		},
+		{
+			name: "device nodes refused",
+			do: func(t *testing.T) {
+				for _, typ := range []uint32{syscall.S_IFCHR, syscall.S_IFBLK} {
+					if err := syscall.Mknod(tc.m_("dev"), typ|0o600, 0x0103); err != syscall.EPERM {
+						t.Errorf("mknod %#o: %v, want EPERM", typ, err)
+					}
+				}
+			},
+			check: func(t *testing.T) {
+				if _, err := os.Lstat(tc.b("dev")); err == nil {
+					t.Errorf("a device node exists on the backing dir")
+				}
+			},
 		},
 		{
 			name:  "chmod",

@@ -105,6 +105,10 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
 		NegativeTimeout: &entry,
+		// Modes are reported as they are: without it go-fuse shows a
+		// mode-000 entry as 0644 (0755 for a directory), and the kernel's
+		// default_permissions would let every user read it.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			AllowOther: true,
 			// The kernel checks permissions against the backing file's

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"syscall"
 
@@ -44,6 +45,32 @@ func (n *Node) inheritGroup(name string, out *fuse.EntryOut) {
 	}
 }
 
+// exactMode gives the new entry name exactly the permission bits the
+// caller asked for. The kernel has applied the caller's umask already
+// (go-fuse does not ask for FUSE_DONT_MASK) and stripped a setgid bit the
+// caller may not set; the loopback then creates through os.OpenFile and
+// os.Mkdir, which apply this daemon's umask on top and drop raw set-id and
+// sticky bits (os.FileMode keeps them elsewhere). The chmod comes after the
+// chowns of preserveOwner and inheritGroup, which would clear set-id bits.
+// syscall.Chmod, not os.Chmod: the latter drops raw 07000 bits too. A
+// directory keeps the setgid bit it inherited from a setgid parent: the
+// kernel never passes S_ISGID to mkdir (it comes from the parent, as on
+// ext4). n.c.ns is held.
+func (n *Node) exactMode(name string, mode uint32, out *fuse.EntryOut) syscall.Errno {
+	want := mode & 0o7777
+	if out.Attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		want |= out.Attr.Mode & syscall.S_ISGID
+	}
+	if out.Attr.Mode&0o7777 == want {
+		return 0
+	}
+	if err := syscall.Chmod(n.backingPath(name), want); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.Attr.Mode = out.Attr.Mode&^0o7777 | want
+	return 0
+}
+
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.c.ns.RLock()
 	defer n.c.ns.RUnlock()
@@ -52,6 +79,10 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno
 	}
 	n.inheritGroup(name, out)
+	if errno := n.exactMode(name, mode, out); errno != 0 {
+		syscall.Rmdir(n.backingPath(name))
+		return nil, errno
+	}
 	return ch, n.recordNew(synclog.OpMkdir, name, "", 0, ch, syscall.Rmdir)
 }
 
@@ -60,10 +91,16 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
 		op = synclog.OpCreate
-	case syscall.S_IFIFO:
+	case syscall.S_IFIFO, syscall.S_IFSOCK:
+		// A socket is what bind(2) leaves (Cyrus's idle and lmtp
+		// sockets): replicated as a name, like a fifo.
 	default:
-		// A mail spool holds no devices or sockets, and the replica would
-		// refuse them: fail here rather than accept what cannot replicate.
+		// A mail spool holds no device nodes, and the replica refuses
+		// them (a device node planted on the standby would be a way
+		// into its hardware): fail here rather than accept what cannot
+		// replicate.
+		n.c.logger.Error("mknod of a device node refused: spoolsync replicates files, directories, symlinks, fifos and sockets, never block or character devices (README: what is not replicated)",
+			"path", n.childPath(name), "type", fmt.Sprintf("%#o", mode&syscall.S_IFMT))
 		return nil, syscall.EPERM
 	}
 	n.c.ns.RLock()
@@ -73,6 +110,10 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 		return nil, errno
 	}
 	n.inheritGroup(name, out)
+	if errno := n.exactMode(name, mode, out); errno != 0 {
+		syscall.Unlink(n.backingPath(name))
+		return nil, errno
+	}
 	return ch, n.recordNew(op, name, "", mode, ch, syscall.Unlink)
 }
 

@@ -23,6 +23,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	n.inheritGroup(name, out)
+	if errno := n.exactMode(name, mode, out); errno != 0 {
+		fh.(gofs.FileReleaser).Release(ctx)
+		syscall.Unlink(n.backingPath(name))
+		return nil, nil, 0, errno
+	}
 	if errno := n.recordNew(synclog.OpCreate, name, "", 0, ch, syscall.Unlink); errno != 0 {
 		fh.(gofs.FileReleaser).Release(ctx)
 		return nil, nil, 0, errno

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -104,6 +105,15 @@ func TestOtherUsersCannotCross(t *testing.T) {
 	must(t, os.Mkdir(tc.m_("sticky"), 0o777))
 	must(t, os.Chmod(tc.m_("sticky"), 0o777|os.ModeSticky))
 	writeFile(t, tc.m_("sticky/theirs"), "x")
+	// Mode 000: nobody but root may read, list or enter; go-fuse would
+	// show these as 0644 and 0755 unless told to keep null permissions.
+	must(t, os.Mkdir(tc.m_("open"), 0o777))
+	must(t, os.Chmod(tc.m_("open"), 0o777))
+	writeFile(t, tc.m_("open/nomode"), "mail with mode 000")
+	must(t, os.Chmod(tc.m_("open/nomode"), 0))
+	must(t, os.Mkdir(tc.m_("open/nomode-dir"), 0o777))
+	writeFile(t, tc.m_("open/nomode-dir/inside"), "x")
+	must(t, os.Chmod(tc.m_("open/nomode-dir"), 0))
 	tc.log.take()
 
 	secret := tc.m_("root-only/secret")
@@ -120,6 +130,20 @@ func TestOtherUsersCannotCross(t *testing.T) {
 	asUserFails(t, uid, gid, "touch", tc.m_("root-only/planted"))
 	asUserFails(t, uid, gid, "mkdir", tc.m_("root-only/dir"))
 	asUserFails(t, uid, gid, "rm", "-f", tc.m_("sticky/theirs"))
+	if out := asUserFails(t, uid, gid, "cat", tc.m_("open/nomode")); strings.Contains(out, "mail") {
+		t.Errorf("another user read a mode-000 file: %q", out)
+	}
+	asUserFails(t, uid, gid, "sh", "-c", "echo overwritten > "+tc.m_("open/nomode"))
+	if out := asUserFails(t, uid, gid, "ls", tc.m_("open/nomode-dir")); strings.Contains(out, "inside") {
+		t.Errorf("another user listed a mode-000 directory: %q", out)
+	}
+	asUserFails(t, uid, gid, "cat", tc.m_("open/nomode-dir/inside"))
+	asUserFails(t, uid, gid, "touch", tc.m_("open/nomode-dir/planted"))
+	for _, p := range []string{"open/nomode", "open/nomode-dir"} {
+		if _, _, mode := owner(t, tc.m_(p)); mode.Perm() != 0 {
+			t.Errorf("%s shows mode %v through the mount, want ----------", p, mode)
+		}
+	}
 
 	if got := readFile(t, tc.b("root-only/secret")); got != "mail of someone else" {
 		t.Errorf("the secret on the backing dir is now %q", got)
@@ -127,7 +151,10 @@ func TestOtherUsersCannotCross(t *testing.T) {
 	if _, _, mode := owner(t, tc.b("root-only/secret")); mode.Perm() != 0o600 {
 		t.Errorf("the secret's mode is now %v", mode)
 	}
-	for _, p := range []string{"root-only/planted", "root-only/dir", "sticky/stolen", "sticky/link"} {
+	if got := readFile(t, tc.b("open/nomode")); got != "mail with mode 000" {
+		t.Errorf("the mode-000 file on the backing dir is now %q", got)
+	}
+	for _, p := range []string{"root-only/planted", "root-only/dir", "sticky/stolen", "sticky/link", "open/nomode-dir/planted"} {
 		if _, err := os.Lstat(tc.b(p)); err == nil {
 			t.Errorf("%s exists on the backing dir", p)
 		}
@@ -137,5 +164,53 @@ func TestOtherUsersCannotCross(t *testing.T) {
 	}
 	if evs := tc.log.take(); len(evs) != 0 {
 		t.Errorf("refused operations left events: %v", describe(evs))
+	}
+}
+
+// TestExactModes: a new entry gets exactly the mode its creator asked for,
+// after the creator's own umask and not the daemon's: a mail process with
+// umask 007 makes 0660 files and 0770 folders in a shared folder, and the
+// set-id and sticky bits of create and mkdir are kept (/var/mail is often
+// 1777 or 2775).
+func TestExactModes(t *testing.T) {
+	tc := newTestCase(t, DefaultOptions())
+	reachable(t, tc)
+	// The daemon runs in this process: give it a umask stricter than the
+	// creator's, as a daemon started with umask 022 or 077 has.
+	old := syscall.Umask(0o022)
+	t.Cleanup(func() { syscall.Umask(old) })
+	const uid, gid, mailGID = 65534, 65534, 8
+	must(t, os.Mkdir(tc.m_("shared"), 0o777))
+	must(t, os.Chown(tc.m_("shared"), 0, mailGID))
+	must(t, os.Chmod(tc.m_("shared"), 0o770|os.ModeSetgid))
+	// The user is in the folder's group through supplementary groups.
+	cmd := exec.Command("sh", "-c", "umask 007 && cd "+tc.m_("shared")+" && touch f && mkdir d && mkfifo p")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{mailGID}}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("create in the shared folder as %d: %v\n%s", uid, err, out)
+	}
+	// Created here, under umask 022: the kernel passes 04755 and 01755.
+	fd, err := syscall.Open(tc.m_("setuid"), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_EXCL, 0o4755)
+	must(t, err)
+	syscall.Close(fd)
+	must(t, syscall.Mkdir(tc.m_("sticky"), 0o1777))
+	// mkdir(2) ignores S_ISGID: a directory is setgid by its parent.
+	must(t, syscall.Mkdir(tc.m_("setgid"), 0o2775))
+	must(t, syscall.Mknod(tc.m_("fifo"), syscall.S_IFIFO|0o666, 0))
+
+	for _, c := range []struct {
+		path string
+		want uint32
+	}{
+		{"shared/f", 0o660}, {"shared/d", 0o2770}, {"shared/p", 0o660},
+		{"setuid", 0o4755}, {"sticky", 0o1755}, {"setgid", 0o755}, {"fifo", 0o644},
+	} {
+		for _, p := range []string{tc.b(c.path), tc.m_(c.path)} {
+			var st syscall.Stat_t
+			must(t, syscall.Lstat(p, &st))
+			if got := st.Mode & 0o7777; got != c.want {
+				t.Errorf("%s: mode %04o, want %04o", p, got, c.want)
+			}
+		}
 	}
 }

@@ -127,11 +127,22 @@ func TestOps(t *testing.T) {
 				if err := tx.Mknod("p", meta(0o620, t0)); err != nil {
 					return err
 				}
+				if err := tx.Mknod("s", Meta{Mode: unix.S_IFSOCK | 0o640, Mtime: t0}); err != nil {
+					return err
+				}
 				if err := tx.Mknod("c", Meta{Mode: unix.S_IFCHR | 0o600}); !errors.Is(err, unix.EPERM) {
 					return errors.New("device node: got " + errString(err))
 				}
+				if err := tx.Mknod("b", Meta{Mode: unix.S_IFBLK | 0o600}); !errors.Is(err, unix.EPERM) {
+					return errors.New("block device node: got " + errString(err))
+				}
 				return nil
-			}, func(tc *testCase) { tc.wantMeta("p", unix.S_IFIFO|0o620, t0); tc.wantGone("c") }},
+			}, func(tc *testCase) {
+				tc.wantMeta("p", unix.S_IFIFO|0o620, t0)
+				tc.wantMeta("s", unix.S_IFSOCK|0o640, t0)
+				tc.wantGone("c")
+				tc.wantGone("b")
+			}},
 		{"write ranges", func(tc *testCase) { tc.write("mbox", "0123456789") },
 			func(tx *Txn) error {
 				return tx.WriteRanges("mbox", 14, []Range{{2, 2}, {10, 4}}, str("abWXYZ"))

@@ -245,14 +245,22 @@ func (t *Txn) Symlink(p, target string, meta Meta) error {
 	}))
 }
 
-// Mknod makes p a fifo with meta (the only special file a mail spool has;
-// device nodes are refused). Like Put, it replaces a non-directory at p.
+// Mknod makes p a fifo, or a socket when meta.Mode's file type says so,
+// with meta: the special files a mail spool has (a socket is the name a
+// bind(2) left, e.g. Cyrus's idle and lmtp sockets; nothing listens on
+// the replica's). Device nodes are refused. Like Put, it replaces a
+// non-directory at p.
 func (t *Txn) Mknod(p string, meta Meta) error {
 	return opErr("mknod", p, t.special(p, meta, func(name string) error {
-		if typ := meta.Mode & unix.S_IFMT; typ != 0 && typ != unix.S_IFIFO {
-			return fmt.Errorf("file type %#o: only fifos are replicated: %w", typ, unix.EPERM)
+		typ := meta.Mode & unix.S_IFMT
+		switch typ {
+		case 0:
+			typ = unix.S_IFIFO
+		case unix.S_IFIFO, unix.S_IFSOCK:
+		default:
+			return fmt.Errorf("file type %#o: only fifos and sockets are replicated: %w", typ, unix.EPERM)
 		}
-		return unix.Mknodat(t.s.tmpfd, name, unix.S_IFIFO|0o600, 0)
+		return unix.Mknodat(t.s.tmpfd, name, typ|0o600, 0)
 	}))
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,10 @@ type ChannelConfig struct {
 	Client      wire.ClientConfig
 	BatchEvents int   // most events in one batch
 	BatchBytes  int64 // most bytes of changed ranges in one batch (created files count by event)
+	// HeartbeatInterval and HeartbeatTimeout: ping an idle or busy
+	// replica this often, and give it up as down after this long without
+	// a word (heartbeat.go); 0 = the defaults.
+	HeartbeatInterval, HeartbeatTimeout time.Duration
 }
 
 // Channel ships the sync log to one replica.
@@ -47,8 +52,12 @@ type Channel struct {
 
 	mu sync.Mutex
 	st ChannelStatus
+	// noAnswer (under mu): the last session ended with errNoAnswer, and
+	// none has got through since.
+	noAnswer bool
 
 	wireBytes  atomic.Int64 // bytes sent on the wire, after compression and TLS
+	heard      atomic.Int64 // unix ns: when a frame last came from the replica (heartbeat.go)
 	inlineNext bool         // the last batch failed on a put by GUID: no dedup for the next
 	refused    refusals     // the same batch refused again and again (passRefused)
 	// markerMu orders the resync requests (askResync: the mount's rescan
@@ -148,14 +157,18 @@ func (c *Channel) run(ctx context.Context) {
 // error. shipped says whether any batch was acknowledged.
 func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 	cc := c.cfg.Client
-	cc.Wrap = func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &c.wireBytes} }
-	conn, err := wire.Dial(ctx, cc)
+	_, timeout := c.heartbeatTiming()
+	cc.Wrap = func(nc net.Conn) net.Conn {
+		return &heardConn{Conn: &countingConn{Conn: nc, n: &c.wireBytes}, heard: &c.heard, timeout: timeout}
+	}
+	raw, err := wire.Dial(ctx, cc)
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	conn := c.watch(raw) // heartbeat.go
 
 	if err := conn.Send(&wire.PositionRequest{Channel: c.wireName}); err != nil {
 		return false, err
@@ -221,7 +234,7 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		if err := c.resyncDirsIfAsked(ctx); err != nil {
 			return shipped, err
 		}
-		evs, drained, err := c.gather(ctx, r, limit)
+		evs, drained, err := c.gather(ctx, conn, r, limit)
 		if err != nil {
 			return shipped, err
 		}
@@ -487,8 +500,9 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 // when not 0). Shipping at once when the link is idle keeps lag to the
 // round trip; while a batch is in flight, the log gathers the next.
 // drained says the batch holds every event that was durable.
-func (c *Channel) gather(ctx context.Context, r *synclog.Reader, limit uint64) (evs []*synclog.Event, drained bool, err error) {
-	first, err := r.Next(ctx)
+// While it waits for the first event, it pings the replica (heartbeat.go).
+func (c *Channel) gather(ctx context.Context, conn *watched, r *synclog.Reader, limit uint64) (evs []*synclog.Event, drained bool, err error) {
+	first, err := conn.next(ctx, r)
 	if err != nil {
 		return nil, false, err
 	}
@@ -585,10 +599,17 @@ type refusals struct {
 // to the master's current tree, which holds everything the batch did),
 // and only then does the cursor move past the batch. fsync waiters in
 // sync mode are released by that resync, not here.
+//
+// A refusal for a passing reason (transient: the replica's disk full) is
+// never gone past: the cursor stays, status shows the error and the true
+// lag, and the batch is sent again with backoff until it applies.
 func (c *Channel) passRefused(seq uint64, evs []*synclog.Event, err error) error {
 	var pe *wire.ProtoError
 	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeApply {
 		c.refused = refusals{}
+		return nil
+	}
+	if transient(pe) {
 		return nil
 	}
 	if c.refused.seq != seq {
@@ -608,6 +629,20 @@ func (c *Channel) passRefused(seq uint64, evs []*synclog.Event, err error) error
 	}
 	c.refused = refusals{}
 	return c.log.CommitCursor(c.cfg.Name, seq)
+}
+
+// transient reports whether a replica's refusal is for a reason that
+// passes once an administrator acts (disk full, quota exceeded, an I/O
+// error) rather than one inherent in the batch. The replica sends code
+// apply with its error's text, so the errno is known by its message, as
+// Go writes it on Linux.
+func transient(pe *wire.ProtoError) bool {
+	for _, errno := range []unix.Errno{unix.ENOSPC, unix.EDQUOT, unix.EIO} {
+		if strings.Contains(pe.Msg, errno.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingStore keeps the pending entries of a channel in a small file

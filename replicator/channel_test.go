@@ -176,7 +176,7 @@ func TestGatherWithinReplicaLimits(t *testing.T) {
 	}
 	defer r.Close()
 	c.peer = wire.Session{MaxBatchOps: 40, MaxBatchBytes: 1 << 20}
-	got, _, err := c.gather(context.Background(), r, 0)
+	got, _, err := c.gather(context.Background(), c.watch(nil), r, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,49 @@ func TestGatherWithinReplicaLimits(t *testing.T) {
 		t.Errorf("gathered %d events for a replica taking 40 ops, want 10 (a quarter)", len(got))
 	}
 	c.peer = wire.Session{}
-	if got, _, _ = c.gather(context.Background(), r, 0); len(got) != 90 {
+	if got, _, _ = c.gather(context.Background(), c.watch(nil), r, 0); len(got) != 90 {
 		t.Errorf("gathered %d events without announced limits, want the 90 left", len(got))
+	}
+}
+
+// TestTransientRefusalKeepsCursor: a batch the replica refuses because
+// its disk is full, over quota or failing is sent again and again (with
+// backoff) and never gone past: the cursor stays before it, so status
+// shows the true backlog. A refusal inherent in the batch is gone past
+// after maxRefusals, with its directories resynced.
+func TestTransientRefusalKeepsCursor(t *testing.T) {
+	for _, tc := range []struct {
+		msg      string
+		goesPast bool
+	}{
+		{"batch 1 not applied: put u/new/1: write: no space left on device", false},
+		{"batch 1 not applied: put u/new/1: write: disk quota exceeded", false},
+		{"batch 1 not applied: rename u/new/1: input/output error", false},
+		{"batch 1 not applied: mkdir u/new: not a directory", true},
+	} {
+		c := newTestChannel(t)
+		c.logger = slog.New(slog.DiscardHandler)
+		c.pending = &pendingStore{path: c.log.Dir() + "/default.pending"}
+		last, err := c.log.Append(&synclog.Event{Op: synclog.OpCreate, Path: "u/new/1"})
+		if err == nil {
+			err = c.log.Sync(last)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs := []*synclog.Event{{Seq: last, Op: synclog.OpCreate, Path: "u/new/1"}}
+		refusal := &wire.ProtoError{Code: wire.CodeApply, Remote: true, Seq: last, Msg: tc.msg}
+		for i := 0; i < 2*maxRefusals; i++ {
+			if err := c.passRefused(last, evs, refusal); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cursor, err := c.log.Cursor("default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if past := cursor == last; past != tc.goesPast {
+			t.Errorf("%q refused %d times: cursor %d, batch %d; went past: %v, want %v", tc.msg, 2*maxRefusals, cursor, last, past, tc.goesPast)
+		}
 	}
 }

@@ -25,12 +25,13 @@ var (
 	mDiverged  = prometheus.NewDesc("spoolsync_channel_diverged_entries", "Entries the last continuous verify found different on the replica (sync_verify_interval).", []string{"channel"}, nil)
 	mVerified  = prometheus.NewDesc("spoolsync_channel_verified_timestamp_seconds", "When the last continuous verify of the replica completed.", []string{"channel"}, nil)
 	mInSync    = prometheus.NewDesc("spoolsync_channel_in_sync", "1 when the backlog is 0, no resync is owed and the last verify found no difference.", []string{"channel"}, nil)
+	mNoAnswer  = prometheus.NewDesc("spoolsync_channel_no_answer_seconds", "Seconds since a replica that stopped answering the heartbeat was last heard; 0 while it answers.", []string{"channel"}, nil)
 	mDegraded  = prometheus.NewDesc("spoolsync_channel_sync_degraded", "sync_mode sync: 1 while fsync does not wait for this replica (it did not confirm within sync_timeout and has not caught up).", []string{"channel"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mDiverged, mVerified, mInSync} {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mDiverged, mVerified, mInSync, mNoAnswer} {
 		ch <- d
 	}
 }
@@ -51,6 +52,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mSent, prometheus.CounterValue, float64(s.ContentBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mWire, prometheus.CounterValue, float64(s.WireBytes), s.Name)
 		ch <- prometheus.MustNewConstMetric(mDedup, prometheus.CounterValue, float64(s.DedupHits), s.Name)
+		ch <- prometheus.MustNewConstMetric(mNoAnswer, prometheus.GaugeValue, s.NoAnswerSeconds, s.Name)
 		if s.SyncMode != "" {
 			degraded := 0.0
 			if s.SyncMode == "degraded" {

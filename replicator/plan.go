@@ -98,7 +98,7 @@ func madeOf(mode uint32) synclog.Op {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFLNK:
 		return synclog.OpSymlink
-	case unix.S_IFIFO:
+	case unix.S_IFIFO, unix.S_IFSOCK:
 		return synclog.OpMknod
 	}
 	return synclog.OpCreate

@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"spoolsync/internal/durable"
 	"strings"
 	"sync"
 	"time"
+
+	"spoolsync/internal/durable"
 
 	"spoolsync/guid"
 	"spoolsync/synclog"
@@ -178,6 +179,9 @@ type ChannelStatus struct {
 	DivergedPaths   []string  `json:"diverged_paths,omitempty"` // the first 100 of them
 	Repaired        uint64    `json:"repaired_entries"`         // differences resynced since the start
 	VerifyError     string    `json:"verify_error,omitempty"`   // why the last attempt failed
+	// NoAnswerSeconds: the replica stopped answering (heartbeat): how
+	// long ago it was last heard. 0 while it answers.
+	NoAnswerSeconds float64 `json:"no_answer_seconds,omitempty"`
 }
 
 func (c *Channel) connected(s wire.Session) {
@@ -185,6 +189,7 @@ func (c *Channel) connected(s wire.Session) {
 	defer c.mu.Unlock()
 	c.st.Connected, c.st.Since, c.st.TLS, c.st.Compressed, c.st.Fenced = true, time.Now(), s.TLS, s.Compressed, false
 	c.peer = s
+	c.noAnswer = false
 }
 
 func (c *Channel) setError(err error) {
@@ -192,6 +197,11 @@ func (c *Channel) setError(err error) {
 	defer c.mu.Unlock()
 	c.st.Connected = false
 	c.st.Fenced = errors.Is(err, wire.ErrFenced)
+	// Silent until a session gets through again (connected): a replica
+	// that went silent and now refuses connections or stalls in the
+	// handshake still has not answered.
+	var na *errNoAnswer
+	c.noAnswer = c.noAnswer || errors.As(err, &na)
 	if err != nil {
 		c.st.LastError, c.st.LastErrorTime = err.Error(), time.Now()
 	}
@@ -219,6 +229,9 @@ func (r *Replicator) Status() []ChannelStatus {
 	for _, c := range r.channels {
 		c.mu.Lock()
 		st := c.st
+		if c.noAnswer && !st.Connected {
+			st.NoAnswerSeconds = time.Since(time.Unix(0, c.heard.Load())).Seconds()
+		}
 		c.mu.Unlock()
 		st.WireBytes = c.wireBytes.Load()
 		st.SyncMode = c.syncState()

@@ -113,6 +113,8 @@ func kindOf(mode uint32) uint8 {
 		return wire.KindSymlink
 	case unix.S_IFIFO:
 		return wire.KindFIFO
+	case unix.S_IFSOCK:
+		return wire.KindSocket
 	}
 	return 0
 }
@@ -562,7 +564,7 @@ func (rs *resyncer) missing(l local) {
 		rs.add(step{kind: stepMkdir, path: l.path, src: l.path})
 		rs.enterDir(l.path, true)
 	case 0:
-		rs.report.Errors = append(rs.report.Errors, l.path+": not a file, directory, symlink or fifo; not replicated")
+		rs.report.Errors = append(rs.report.Errors, l.path+": a device node; not replicated")
 	default:
 		if rs.linked(l, nil) {
 			return

@@ -197,7 +197,7 @@ func setAttrOf(path string, st *unix.Stat_t) *wire.SetAttr {
 }
 
 // put resolves a whole-object step: a file (by GUID when the replica has
-// the content), a symlink or a fifo.
+// the content), a symlink, a fifo or a socket.
 func (r *resolver) put(t *tree, s step) (shipOp, error) {
 	st, err := t.lstat(s.src)
 	if err != nil || !t.sameObject(st, s.ino) {
@@ -234,14 +234,18 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 			return shipOp{vanish: true}, nil
 		}
 		return shipOp{msg: &wire.Symlink{Path: s.path, Target: target, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
-	case unix.S_IFIFO:
-		return shipOp{msg: &wire.Mknod{Path: s.path, Kind: wire.KindFIFO, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
+	case unix.S_IFIFO, unix.S_IFSOCK:
+		kind := wire.KindFIFO
+		if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			kind = wire.KindSocket
+		}
+		return shipOp{msg: &wire.Mknod{Path: s.path, Kind: kind, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
 	case unix.S_IFDIR:
 		// A put whose source is now a directory: the name was reused; the
 		// directory's own events carry it.
 		return shipOp{vanish: true}, nil
 	}
-	return shipOp{vanish: true}, nil // devices and sockets are not replicated
+	return shipOp{vanish: true}, nil // devices are not replicated
 }
 
 // standInFor is what an in-order put puts when its object cannot be read

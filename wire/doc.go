@@ -193,6 +193,11 @@
 // on it can be refused (lacking-guid) if that batch removed the content,
 // and the client then sends the batch again with the content.
 //
+// Heartbeat. The client pings a connection that is idle, or on which it
+// waits for an answer, every few seconds, and gives the server up when
+// nothing has come from it for a while (15 s by default). So the server
+// answers a Ping at once, also while it applies a batch.
+//
 // Batches. seq is the master's sync-log sequence number of the batch;
 // channel names its log channel ("" for the default one). The server
 // applies ops in order and sends Ack{seq} only once batch seq — and every
@@ -234,7 +239,9 @@
 //   - Symlink: create symlink path → target. target is opaque bytes (it
 //     may be absolute or contain ".."; the replica never follows it):
 //     1-4096 bytes, no NUL.
-//   - Mknod: kind 4 (FIFO) is the only kind accepted.
+//   - Mknod: kind 4 (FIFO) or 5 (socket); no other kind is accepted.
+//     Kind 5 was added later: upgrade replicas before masters, an older
+//     replica ends the connection on it (protocol error).
 //   - SetAttr: mask 1 = mode, 2 = uid and gid, 4 = mtime and atime; at
 //     least one bit, no others. Fields outside the mask are ignored.
 //   - SetXattr, RemoveXattr: name is 1-255 bytes, no NUL, in the user.,
@@ -267,7 +274,7 @@
 // component by component, byte-wise (ComparePaths). It is not plain string
 // order: "a/b" comes before "a.txt". So both sides can merge-walk their
 // trees without holding either. Entry kinds: 1 file, 2 dir, 3 symlink, 4
-// FIFO. guid only for files (none if unknown), target only for symlinks;
+// FIFO, 5 socket. guid only for files (none if unknown), target only for symlinks;
 // entries with the same inode are hard links of one file; at most 256
 // xattrs, sorted by name, names unique.
 //

@@ -266,8 +266,9 @@ func (m *Symlink) validate() error {
 	return checkTarget("Symlink", m.Path, m.Target)
 }
 
-// Mknod creates the special file Path of Kind, which must be KindFIFO: a
-// spool has no devices, and sockets are not replicated.
+// Mknod creates the special file Path of Kind, KindFIFO or KindSocket (the
+// name a bind(2) left; a replica has nothing listening on it): a spool has
+// no devices.
 type Mknod struct {
 	Path     string
 	Kind     uint8
@@ -288,7 +289,7 @@ func (m *Mknod) validate() error {
 	if err := firstErr(checkPath("Mknod", "path", m.Path), checkPerm("Mknod", m.Mode)); err != nil {
 		return err
 	}
-	if m.Kind != KindFIFO {
+	if m.Kind != KindFIFO && m.Kind != KindSocket {
 		return protoErrf(CodeProtocol, "Mknod %q: unknown kind %d", m.Path, m.Kind)
 	}
 	return nil

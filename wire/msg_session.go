@@ -260,6 +260,10 @@ const (
 	KindDir     uint8 = 2
 	KindSymlink uint8 = 3
 	KindFIFO    uint8 = 4
+	// KindSocket (protocol addition): a bound unix socket's name. A
+	// replica that predates it refuses kind 5 with a protocol error, so
+	// replicas are upgraded before masters.
+	KindSocket uint8 = 5
 )
 
 // Xattr is one extended attribute.
@@ -308,7 +312,7 @@ func (m *ManifestEntry) validate() error {
 		return err
 	}
 	switch m.Kind {
-	case KindFile, KindDir, KindSymlink, KindFIFO:
+	case KindFile, KindDir, KindSymlink, KindFIFO, KindSocket:
 	default:
 		return protoErrf(CodeProtocol, "%s %q: unknown kind %d", msg, m.Path, m.Kind)
 	}

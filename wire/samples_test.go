@@ -63,6 +63,7 @@ var samples = []struct {
 	{"Link", &Link{Existing: "a/1", New: "b/1"}},
 	{"Symlink", &Symlink{Path: "user/alias", Target: "../../etc/shadow", UID: 1, GID: 2, Mtime: 3}},
 	{"Mknod", &Mknod{Path: "run/fifo", Kind: KindFIFO, Mode: 0o600}},
+	{"MknodSocket", &Mknod{Path: "run/lmtp", Kind: KindSocket, Mode: 0o666}},
 	{"SetAttr", &SetAttr{Path: "a", Mask: AttrMode | AttrTimes, Mode: 0o640, Mtime: 10, Atime: -10}},
 	{"SetXattr", &SetXattr{Path: "a", Name: "user.seen", Value: []byte{0, 1, 2}}},
 	{"RemoveXattr", &RemoveXattr{Path: "a", Name: "user.seen"}},

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -149,12 +150,17 @@ func runMount(args []string) error {
 		}
 	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
+	// rescanned is set once nothing the last run may have left unlogged
+	// is missing from the log: at once after a clean stop, after a
+	// completed rescan after an unclean one.
+	var rescanned atomic.Bool
+	rescanned.Store(rescanFrom == nil)
 	if syncLog != nil {
 		var resync func([]string) error
 		if repl != nil {
 			resync = repl.ResyncDirs
 		}
-		go keepCheckpoint(ctx, m, syncLog, dirs.backing, rescanFrom, resync, logger)
+		go keepCheckpoint(ctx, m, syncLog, dirs.backing, rescanFrom, resync, &rescanned, logger)
 	}
 
 	select {
@@ -170,7 +176,15 @@ func runMount(args []string) error {
 	// What was logged before the unmount is shipped by the next start.
 	cancel()
 	waitReplication()
-	if syncLog != nil {
+	switch {
+	case syncLog == nil:
+	case !rescanned.Load():
+		// The changes the crash lost are still not in the log: stopping
+		// cleanly now would make the next start skip the rescan, and
+		// they would never be shipped.
+		logger.Warn("the rescan after the last unclean stop did not complete; the next start rescans again",
+			"log", dirs.log)
+	default:
 		if err := recovery.EndRun(dirs.log); err != nil {
 			logger.Warn("cannot record the clean stop; the next start will rescan", "err", err)
 		}
@@ -191,20 +205,27 @@ func configName(cfg *config.Config) string {
 const checkpointEvery = 5 * time.Second
 
 // keepCheckpoint rescans after an unclean stop (when from is set), then
-// saves the mount's checkpoint every few seconds until ctx is done.
-func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, resync func([]string) error, logger *slog.Logger) {
+// saves the mount's checkpoint every few seconds until ctx is done. Only a
+// rescan whose events are durable sets rescanned, which lets the stop be
+// recorded as clean. After a failed rescan no checkpoint is saved either:
+// the next start must rescan from the old one, which covers the crash.
+func keepCheckpoint(ctx context.Context, m *fs.Mount, lg *synclog.Log, backing string, from *time.Time, resync func([]string) error, rescanned *atomic.Bool, logger *slog.Logger) {
 	if from != nil {
 		start := time.Now()
 		n, dirs, err := recovery.Rescan(lg, backing, *from, logger)
+		if err == nil {
+			err = lg.Sync(lg.LastSeq())
+		}
 		if err == nil && resync != nil {
 			err = resync(dirs)
 		}
 		if err != nil {
-			logger.Error("rescan after an unclean stop failed; run spoolsync resync", "err", err)
-		} else {
-			logger.Warn("the last run did not stop cleanly: files changed since its last checkpoint will be shipped whole, and the directories changed since then resynced",
-				"checkpoint", from.Format(time.RFC3339), "files", n, "directories", len(dirs), "took", time.Since(start).Round(time.Millisecond))
+			logger.Error("rescan after an unclean stop failed; the next start rescans again, or run spoolsync resync", "err", err)
+			return
 		}
+		rescanned.Store(true)
+		logger.Warn("the last run did not stop cleanly: files changed since its last checkpoint will be shipped whole, and the directories changed since then resynced",
+			"checkpoint", from.Format(time.RFC3339), "files", n, "directories", len(dirs), "took", time.Since(start).Round(time.Millisecond))
 	}
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()

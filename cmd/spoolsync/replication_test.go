@@ -178,7 +178,17 @@ func TestReplication(t *testing.T) {
 	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "7.M7.host"), "user.flags", []byte("\\Flagged"), 0))
 	must(t, unix.Setxattr(filepath.Join(mnt, "alice", "Maildir", "new", "9.M9.host"), "user.flags", []byte("\\Seen"), 0))
 	must(t, os.Chtimes(filepath.Join(mnt, "alice", "Maildir", "new", "8.M8.host"), time.Unix(1e9, 0), time.Unix(1e9, 0)))
+	// Cyrus binds its idle and LMTP sockets in the spool: replicated as
+	// sockets (a name; nothing listens there on the replica).
+	must(t, os.Mkdir(filepath.Join(mnt, "socket"), 0o755))
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(mnt, "socket", "idle.123"), Net: "unix"})
+	must(t, err)
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
 	p.waitSynced(t)
+	if fi, err := os.Lstat(filepath.Join(p.r.root, "socket", "idle.123")); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("the replica's socket/idle.123: %v %v, want a socket", fi, err)
+	}
 
 	// Path traps: a file written and then its folder renamed before the
 	// batch ships; a whole user renamed; a file renamed over another;
@@ -344,6 +354,21 @@ func TestReplicaDiskFull(t *testing.T) {
 	waitStatus(t, m, 30*time.Second, "the replica's full disk", func(c replicator.ChannelStatus) bool {
 		return strings.Contains(c.LastError, "no space")
 	})
+	// A full disk is no reason to give up on a batch: after more refusals
+	// than a batch that cannot apply gets (3), the batch still waits and
+	// status shows what is missing on the replica, not "0 events".
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(p.mount.stderr.String(), "no space left on device") < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mount did not retry 5 times in 60 s:\n%s", p.mount.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := waitStatus(t, m, time.Second, "the error", func(c replicator.ChannelStatus) bool { return true })
+	if st.BacklogEvents == 0 || st.LagSeconds == 0 || !strings.Contains(st.LastError, "no space") {
+		t.Errorf("the replica's disk is full and mail is missing there, but status shows backlog %d, lag %.3fs, error %q",
+			st.BacklogEvents, st.LagSeconds, st.LastError)
+	}
 	deliver(t, md, "while-full", "the master still takes mail") // the master is unaffected
 	must(t, os.Remove(filler))
 	p.waitSyncedSub(t, "user")

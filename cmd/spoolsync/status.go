@@ -17,7 +17,8 @@ var errConnRefused = syscall.ECONNREFUSED
 
 const statusAbout = `
 Shows, for every replication channel of the running mount: connected or
-not (and the last error), lag (age of the oldest event the replica has not
+not (and the last error; "down: no answer for N s" for a replica that
+stopped answering the heartbeat), lag (age of the oldest event the replica has not
 acknowledged), backlog, batches, bytes, dedup hits, last acknowledgement.
 Then, per channel, "in sync" — only when the backlog is 0, no resync is
 owed and the last continuous verify (sync_verify_interval) found nothing —
@@ -52,6 +53,8 @@ func runStatus(args []string) error {
 		switch {
 		case c.Fenced:
 			state = "FENCED"
+		case !c.Connected && c.NoAnswerSeconds > 0:
+			state = fmt.Sprintf("down: no answer for %.0f s", c.NoAnswerSeconds)
 		case !c.Connected:
 			state = "down"
 		}

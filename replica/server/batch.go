@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"spoolsync/guid"
 	"spoolsync/replica"
 	"spoolsync/wire"
@@ -309,7 +311,11 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 	case *wire.Symlink:
 		return t.Symlink(m.Path, m.Target, meta(0, m.UID, m.GID, m.Mtime))
 	case *wire.Mknod:
-		return t.Mknod(m.Path, meta(m.Mode, m.UID, m.GID, m.Mtime))
+		typ := uint32(unix.S_IFIFO)
+		if m.Kind == wire.KindSocket {
+			typ = unix.S_IFSOCK
+		}
+		return t.Mknod(m.Path, meta(typ|m.Mode, m.UID, m.GID, m.Mtime))
 	case *wire.SetAttr:
 		mask, md := setAttr(m)
 		return t.SetAttr(m.Path, mask, md)

@@ -57,7 +57,7 @@ func setAttr(m *wire.SetAttr) (replica.Attr, replica.Meta) {
 }
 
 // manifestEntry converts a replica entry; ok is false for kinds the
-// protocol has no name for (sockets, devices), which a client cannot have
+// protocol has no name for (devices), which a client cannot have
 // created and which resync therefore leaves alone.
 func manifestEntry(e replica.Entry) (*wire.ManifestEntry, bool) {
 	m := &wire.ManifestEntry{Path: e.Path, Mode: e.Mode, UID: e.Uid, GID: e.Gid, Mtime: e.Mtime,
@@ -71,6 +71,8 @@ func manifestEntry(e replica.Entry) (*wire.ManifestEntry, bool) {
 		m.Kind, m.Target = wire.KindSymlink, e.Target
 	case fs.ModeNamedPipe:
 		m.Kind = wire.KindFIFO
+	case fs.ModeSocket:
+		m.Kind = wire.KindSocket
 	default:
 		return nil, false
 	}

@@ -31,6 +31,7 @@ func allOps(big string) []op {
 		{m: &wire.Link{Existing: "user/bob/3", New: "user/bob/3.link"}},
 		{m: &wire.Symlink{Path: "user/alias", Target: "../../etc/passwd"}},
 		{m: &wire.Mknod{Path: "user/fifo", Kind: wire.KindFIFO, Mode: 0o600}},
+		{m: &wire.Mknod{Path: "user/lmtp", Kind: wire.KindSocket, Mode: 0o666}},
 		{m: &wire.SetAttr{Path: "user/bob/1", Mask: wire.AttrMode | wire.AttrTimes, Mode: 0o604, Mtime: 1234567890}},
 		{m: &wire.SetXattr{Path: "user/bob/1", Name: "user.seen", Value: []byte("yes")}},
 		{m: &wire.SetXattr{Path: "user/bob/1", Name: "user.gone", Value: []byte("x")}},
@@ -71,6 +72,9 @@ func TestBatchAllOps(t *testing.T) {
 	}
 	if fi, err := os.Lstat(filepath.Join(ts.root, "user/fifo")); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
 		t.Errorf("user/fifo: %v, %v; want a fifo", fi, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(ts.root, "user/lmtp")); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o666 {
+		t.Errorf("user/lmtp: %v, %v; want a socket, mode 0666", fi, err)
 	}
 	buf := make([]byte, 16)
 	if n, err := unix.Lgetxattr(filepath.Join(ts.root, "user/bob/1"), "user.seen", buf); err != nil || string(buf[:n]) != "yes" {
