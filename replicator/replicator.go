@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"spoolsync/internal/durable"
 	"strings"
 	"sync"
 	"time"
+
+	"spoolsync/internal/durable"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"spoolsync/guid"
 	"spoolsync/replicator/synclog"
@@ -25,7 +28,8 @@ type Replicator struct {
 	cache       *guid.Cache
 	channels    []*Channel
 	logger      *slog.Logger
-	syncTimeout time.Duration // sync_mode sync: see WaitReplicated
+	syncTimeout time.Duration            // sync_mode sync: see WaitReplicated
+	lagSeconds  *prometheus.HistogramVec // see metrics.go
 }
 
 // Options are what every channel shares.
@@ -54,7 +58,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		cache.Close()
 		return nil, err
 	}
-	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout}
+	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout, lagSeconds: newLagHistogram()}
 	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode}
 	for _, cc := range channels {
 		ps, err := openPending(lg.Dir(), cc.Name)
@@ -69,7 +73,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		}
 		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
 			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
-			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
+			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}, lag: r.lagSeconds.WithLabelValues(cc.Name)})
 	}
 	return r, nil
 }

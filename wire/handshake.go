@@ -67,6 +67,10 @@ type ServerConfig struct {
 	MaxFrameSize     int           // largest payload accepted; 0 = DefaultMaxFrameSize
 	HandshakeTimeout time.Duration // 0 = DefaultHandshakeTimeout
 	Logger           *slog.Logger  // nil = slog.Default()
+
+	// AuthFailed, when set, is told of each refused authentication
+	// (metrics): the mechanism the client asked for, as it asked.
+	AuthFailed func(mech string)
 }
 
 func frameSize(n int) (int, error) {
@@ -411,6 +415,9 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 	id, logMsg, perr := h.authenticate(auth)
 	if perr != nil {
 		h.log.Warn("wire: authentication refused", "peer", c.sess.Peer, "mech", auth.Mech, "code", perr.Code.String(), "err", perr.Msg, "detail", logMsg)
+		if h.cfg.AuthFailed != nil {
+			h.cfg.AuthFailed(auth.Mech)
+		}
 		return &loggedError{perr}
 	}
 	c.sess.Identity, c.sess.Mech = id, auth.Mech

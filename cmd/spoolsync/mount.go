@@ -147,6 +147,10 @@ func runMount(args []string) error {
 		}
 	}
 	fmt.Printf("spoolsync: ready: %s mounted on %s\n", dirs.backing, dirs.mountpoint)
+	sdNotify(logger, "READY=1\nSTATUS="+mountStatus(dirs.mountpoint, repl))
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	startWatchdog(wdCtx, dirs.mountpoint, slog_, repl, logger)
 	if slog_ != nil {
 		var resync func([]string) error
 		if repl != nil {
@@ -157,12 +161,16 @@ func runMount(args []string) error {
 
 	select {
 	case s := <-sig:
+		stopWatchdog() // the unmount fails its probe: say stopping, not unhealthy
 		logger.Info("unmounting", "signal", s.String())
+		sdNotify(logger, "STOPPING=1\nSTATUS=unmounting "+dirs.mountpoint)
 		if err := m.Unmount(*grace); err != nil {
 			return err
 		}
 	case <-m.Done():
+		stopWatchdog()
 		logger.Warn("the mount was removed from outside (umount); stopping", "mountpoint", dirs.mountpoint)
+		sdNotify(logger, "STOPPING=1\nSTATUS=the mount was removed from outside")
 	}
 	logger.Info("unmounted", "mountpoint", dirs.mountpoint)
 	// What was logged before the unmount is shipped by the next start.

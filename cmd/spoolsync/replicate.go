@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"spoolsync/config"
 	"spoolsync/guid"
@@ -119,24 +116,11 @@ func startReplication(ctx context.Context, cfg *config.Config, r *replicator.Rep
 	return func() { <-done; <-done; os.Remove(sock) }, nil
 }
 
-// serveMetrics serves Prometheus /metrics on addr until ctx is done.
+// serveMetrics serves the replication metrics on addr until ctx is done.
 func serveMetrics(ctx context.Context, addr string, r *replicator.Replicator, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(replicator.NewCollector(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics_listen %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	logger.Info("serving metrics", "addr", ln.Addr().String())
-	return nil
+	reg.MustRegister(replicator.NewCollector(r))
+	return serveRegistry(ctx, addr, reg, logger)
 }
 
 func statusSocket(logDir string) string { return filepath.Join(logDir, "status.sock") }

@@ -41,6 +41,9 @@ type Options struct {
 	// is called with the authenticated identity and Store/Root are not
 	// used.
 	TreeFor func(identity string) (Tree, error)
+	// Metrics, when set, counts batches, refusals and the rest
+	// (metrics_listen); see NewMetrics.
+	Metrics *Metrics
 }
 
 // Tree is where one master's batches land.
@@ -204,6 +207,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 		var pe *wire.ProtoError
 		if errors.As(err, &pe) {
 			c.SendError(pe)
+			s.opts.Metrics.refused(pe.Code)
 		}
 		s.log.Warn("server: refusing the master", "peer", c.Session().Peer, "identity", c.Session().Identity, "err", err)
 		c.Close()

@@ -556,3 +556,8 @@ func (l *Log) release() {
 		l.lockf.Close() // drops the flock
 	}
 }
+
+// Err is why the log stopped accepting events (a failed fdatasync, or
+// ErrClosed once closed); nil while it works. Health checks (the systemd
+// watchdog) read it.
+func (l *Log) Err() error { return l.usable() }
