@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,8 @@ var (
 	mWire      = prometheus.NewDesc("spoolsync_channel_wire_bytes_total", "Bytes sent on the wire, after compression and TLS.", []string{"channel"}, nil)
 	mDedup     = prometheus.NewDesc("spoolsync_channel_dedup_hits_total", "Puts satisfied by content the replica already had (GUID).", []string{"channel"}, nil)
 	mLastAck   = prometheus.NewDesc("spoolsync_channel_last_ack_timestamp_seconds", "When the replica last acknowledged a batch.", []string{"channel"}, nil)
+	mFenced    = prometheus.NewDesc("spoolsync_channel_fenced", "1 while the replica refuses this master as fenced (it was promoted): nothing ships.", []string{"channel"}, nil)
+	mResync    = prometheus.NewDesc("spoolsync_channel_resync_owed", "1 while a resync of some directories (after an unclean stop, a refused batch) is asked for and not done.", []string{"channel"}, nil)
 	mDegraded  = prometheus.NewDesc("spoolsync_channel_sync_degraded", "sync_mode sync: 1 while fsync does not wait for this replica (it did not confirm within sync_timeout and has not caught up).", []string{"channel"}, nil)
 )
 
@@ -53,7 +56,7 @@ func observeLag(o prometheus.Observer, evs []*synclog.Event) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.r.lagSeconds.Describe(ch)
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded} {
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mFenced, mResync} {
 		ch <- d
 	}
 }
@@ -61,7 +64,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.r.lagSeconds.Collect(ch)
-	for _, s := range c.r.Status() {
+	for i, s := range c.r.Status() {
+		ch <- prometheus.MustNewConstMetric(mFenced, prometheus.GaugeValue, boolGauge(s.Fenced), s.Name)
+		ch <- prometheus.MustNewConstMetric(mResync, prometheus.GaugeValue, boolGauge(c.r.channels[i].resyncOwed()), s.Name)
 		connected := 0.0
 		if s.Connected {
 			connected = 1
@@ -86,4 +91,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mLastAck, prometheus.GaugeValue, float64(s.LastAck.UnixNano())/1e9, s.Name)
 		}
 	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// resyncOwed: a resync request is on disk, not yet carried out.
+func (c *Channel) resyncOwed() bool {
+	_, err := os.Stat(c.resyncMarker())
+	return err == nil
 }
