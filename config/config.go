@@ -64,6 +64,7 @@ type Config struct {
 	Admins         []string
 	SASLPasswdFile string // sasl_passwd_file
 	MetricsListen  string // metrics_listen
+	LogFormat      string // log_format: text or json
 }
 
 // Channel is one replica the master ships to.
@@ -112,6 +113,7 @@ func Default() *Config {
 		GUIDMode:           "sha256",
 		CompressLevel:      2, // zstd.SpeedDefault
 		SyncMode:           "async",
+		LogFormat:          "text",
 		SyncTimeout:        5 * time.Second,
 	}
 }
@@ -233,6 +235,7 @@ func (c *Config) finish(entries map[string]entry) error {
 	c.Admins = p.list("admins")
 	p.str("sasl_passwd_file", &c.SASLPasswdFile)
 	p.str("metrics_listen", &c.MetricsListen)
+	p.oneOf("log_format", &c.LogFormat, "text", "json")
 	if p.err != nil {
 		return p.err
 	}
@@ -281,7 +284,7 @@ var globalKeys = map[string]struct{}{
 	"sync_compress": {}, "sync_mode": {}, "sync_timeout": {}, "tls_cert_file": {}, "tls_key_file": {},
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
 	"sync_host": {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
-	"sync_password_file": {},
+	"sync_password_file": {}, "log_format": {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.

@@ -78,6 +78,7 @@ func TestParseErrors(t *testing.T) {
 		{"tls_cert_file: /c\n", "tls_key_file: tls_cert_file and tls_key_file go together"},
 		{"sync_batch_size: 0\n", "sync_batch_size:"},
 		{"sync_compress: gzip\n", "sync_compress:"},
+		{"log_format: yaml\n", `t.conf:1: log_format: "yaml" is not one of text, json`},
 	} {
 		_, err := Parse(strings.NewReader(tc.in), "t.conf")
 		var ce *Error
@@ -99,7 +100,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.StateDir != "/var/lib/spoolsync" || c.SyncLogDir != "/var/lib/spoolsync/log" || !c.SyncLog ||
-		c.GUIDMode != "sha256" || c.SyncMode != "async" || len(c.Channels) != 0 {
+		c.GUIDMode != "sha256" || c.SyncMode != "async" || len(c.Channels) != 0 || c.LogFormat != "text" {
 		t.Errorf("defaults = %+v", c)
 	}
 }

@@ -151,11 +151,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, operands...))
 }
 
-// newLogger is the process's slog logger: text to stderr.
-func newLogger(debug bool) *slog.Logger {
+// newLogger is the process's slog logger, to stderr, in log_format: text
+// (key=value) or json (one object a line, for journald or a log shipper).
+// It also becomes slog's default, so that packages logging without a
+// logger of their own write in the same format.
+func newLogger(format string, debug bool) *slog.Logger {
 	lvl := slog.LevelInfo
 	if debug {
 		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l
 }

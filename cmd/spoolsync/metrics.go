@@ -31,7 +31,7 @@ func serveRegistry(ctx context.Context, addr string, reg *prometheus.Registry, l
 		<-ctx.Done()
 		srv.Close()
 	}()
-	logger.Info("serving metrics", "addr", ln.Addr().String())
+	logger.Info("serving metrics", "listen", ln.Addr().String())
 	return nil
 }
 

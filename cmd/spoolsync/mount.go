@@ -57,7 +57,7 @@ func runMount(args []string) error {
 	if cfg.SyncMode == "sync" && len(cfg.Channels) == 0 {
 		return usagef("mount: sync_mode: sync makes fsync wait for a replica, and none is configured: set sync_host (and sync_authname, sync_password), or sync_mode: async, in %s", configName(cfg))
 	}
-	logger := newLogger(*debug)
+	logger := newLogger(cfg.LogFormat, *debug)
 	// Signals are caught from here on: one that arrives while mounting
 	// must unmount, not kill the process with the mount left behind.
 	sig := make(chan os.Signal, 2)

@@ -55,7 +55,7 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(*debug)
+	logger := newLogger(cfg.LogFormat, *debug)
 	sc, err := checkServerConfig(cfg, *rootFlag, logger)
 	if err != nil {
 		return err
