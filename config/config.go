@@ -350,3 +350,14 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Keys lists every key the file may hold without a channel prefix, sorted
+// (the packaged /etc/spoolsync.conf documents each; its test checks).
+func Keys() []string {
+	keys := make([]string, 0, len(globalKeys))
+	for k := range globalKeys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

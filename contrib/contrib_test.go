@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"spoolsync/config"
 	"spoolsync/internal/testenv"
 	"spoolsync/replica/server"
 	"spoolsync/replicator"
@@ -253,6 +255,45 @@ func TestQueriesNameExportedMetrics(t *testing.T) {
 	for n := range names {
 		if !used[n] && !used[n+"_bucket"] && !strings.HasSuffix(n, "_sum") && !strings.HasSuffix(n, "_count") && !strings.HasSuffix(n, "_bucket") {
 			t.Errorf("the dashboard does not show %s", n)
+		}
+	}
+}
+
+// TestConffile: the packaged /etc/spoolsync.conf is all comments (the
+// defaults), names every key, and each of its commented settings is a key
+// the parser knows when uncommented.
+func TestConffile(t *testing.T) {
+	b, err := os.ReadFile("spoolsync.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse(strings.NewReader(string(b)), "spoolsync.conf")
+	if err != nil {
+		t.Fatalf("the packaged configuration does not parse: %v", err)
+	}
+	empty, err := config.Parse(strings.NewReader(""), "spoolsync.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, empty) {
+		t.Errorf("the packaged configuration is not all defaults: %+v", c)
+	}
+	setting := regexp.MustCompile(`^#([a-z_0-9]+):`)
+	named := map[string]bool{}
+	for i, l := range strings.Split(string(b), "\n") {
+		m := setting.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		named[m[1]] = true
+		_, err := config.Parse(strings.NewReader(l[1:]+"\n"), "spoolsync.conf")
+		if err != nil && strings.Contains(err.Error(), "unknown key") {
+			t.Errorf("spoolsync.conf:%d: %v", i+1, err)
+		}
+	}
+	for _, k := range config.Keys() {
+		if !named[k] {
+			t.Errorf("spoolsync.conf does not document %s", k)
 		}
 	}
 }

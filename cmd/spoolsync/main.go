@@ -19,6 +19,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"spoolsync/config"
@@ -57,10 +59,18 @@ func usagef(format string, args ...any) error {
 }
 
 func main() {
+	// Run as mount.fuse.spoolsync by mount(8) for an fstab entry.
+	if name := filepath.Base(os.Args[0]); slices.Contains(helperNames, name) {
+		os.Exit(mountHelper(name, os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Println(versionString())
+		return 0
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {
@@ -109,7 +119,7 @@ func printUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options.\n"+
+	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options, 'spoolsync --version' for the version.\n"+
 		"Configuration: %s (imapd.conf style; see README.md), or -c FILE.\n"+
 		"Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n", config.DefaultPath)
 }
