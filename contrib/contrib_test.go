@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -295,5 +296,88 @@ func TestConffile(t *testing.T) {
 		if !named[k] {
 			t.Errorf("spoolsync.conf does not document %s", k)
 		}
+	}
+}
+
+// TestPackage builds the Debian package with scripts/package and checks
+// its contents (dpkg-deb -c), its conffile, that the packaged binary
+// states its version and commit, and that lintian finds no error.
+func TestPackage(t *testing.T) {
+	testenv.NeedProgram(t, "dpkg-deb", "dpkg")
+	testenv.NeedProgram(t, "lintian", "lintian")
+	dist := t.TempDir()
+	cmd := exec.Command(filepath.Join("..", "scripts", "package"), "9.8.7")
+	cmd.Env = append(os.Environ(), "DIST="+dist)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("scripts/package: %v\n%s", err, stderr)
+	}
+	deb := strings.TrimSpace(string(out))
+	if want := filepath.Join(dist, "spoolsync_9.8.7_"+runtime.GOARCH+".deb"); deb != want {
+		t.Fatalf("scripts/package made %q, want %q", deb, want)
+	}
+
+	listing, err := exec.Command("dpkg-deb", "-c", deb).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{} // path -> mode column
+	for _, l := range strings.Split(strings.TrimSpace(string(listing)), "\n") {
+		f := strings.Fields(l)
+		p := strings.TrimPrefix(f[5], ".")
+		files[strings.TrimSuffix(p, "/")] = f[0]
+	}
+	want := map[string]string{
+		"/usr/bin/spoolsync":                            "-rwxr-xr-x",
+		"/usr/sbin/mount.fuse.spoolsync":                "lrwxrwxrwx",
+		"/lib/systemd/system/spoolsync-mount.service":   "-rw-r--r--",
+		"/lib/systemd/system/spoolsync-server.service":  "-rw-r--r--",
+		"/etc/spoolsync.conf":                           "-rw-r--r--",
+		"/var/lib/spoolsync":                            "drwx------",
+		"/usr/share/doc/spoolsync/copyright":            "-rw-r--r--",
+		"/usr/share/doc/spoolsync/changelog.gz":         "-rw-r--r--",
+		"/usr/share/man/man8/spoolsync.8.gz":            "-rw-r--r--",
+		"/usr/share/man/man8/mount.fuse.spoolsync.8.gz": "-rw-r--r--",
+	}
+	for _, c := range []string{"mount", "server", "status", "resync", "log", "promote", "quarantine", "passwd"} {
+		want["/usr/share/man/man8/spoolsync-"+c+".8.gz"] = "-rw-r--r--"
+	}
+	for p, mode := range want {
+		got, ok := files[p]
+		// dpkg-deb shows a symlink's mode as l---------.
+		if !ok || got != mode && !(mode[0] == 'l' && got[0] == 'l') {
+			t.Errorf("package: %s: mode %q (present %v), want %s", p, got, ok, mode)
+		}
+	}
+	if conf, err := exec.Command("dpkg-deb", "-I", deb, "conffiles").Output(); err != nil || strings.TrimSpace(string(conf)) != "/etc/spoolsync.conf" {
+		t.Errorf("conffiles: %q, %v; want /etc/spoolsync.conf", conf, err)
+	}
+
+	root := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	v, err := exec.Command(filepath.Join(root, "usr/bin/spoolsync"), "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, _ := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if !strings.HasPrefix(string(v), "spoolsync 9.8.7 (commit "+strings.TrimSpace(string(commit))) {
+		t.Errorf("packaged spoolsync --version: %q, want version 9.8.7 and commit %s", v, commit)
+	}
+
+	lint := exec.Command("lintian", "--tag-display-limit", "0", deb)
+	lo, err := lint.CombinedOutput()
+	for _, l := range strings.Split(string(lo), "\n") {
+		if strings.HasPrefix(l, "E: ") {
+			t.Errorf("lintian: %s", l)
+		}
+	}
+	if err != nil && !t.Failed() {
+		t.Errorf("lintian: %v\n%s", err, lo)
 	}
 }

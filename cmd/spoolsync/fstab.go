@@ -47,6 +47,35 @@ var ignoredMountOptions = map[string]bool{
 	"relatime": true, "nodiratime": true, "async": true, "sync": true, "loud": true, "silent": true,
 }
 
+// helperUsage is the helper's --help, and its man page (scripts/genman).
+const helperUsage = `Usage: mount.fuse.spoolsync SPOOL_DIR MOUNTPOINT [-n] [-s] [-f] [-v] [-o OPTIONS]
+
+The fstab helper of spoolsync: mount(8) runs it for entries of type
+fuse.spoolsync, such as
+
+  /srv/spool  /var/mail  fuse.spoolsync  config=/etc/spoolsync.conf,nofail  0 0
+
+It starts spoolsync mount -c CONFIG SPOOL_DIR MOUNTPOINT in a session of its
+own and returns once MOUNTPOINT is mounted (exit 0), or with exit 32 and the
+daemon's error. The daemon logs to the helper's standard error (under
+systemd, the mount unit's journal); umount MOUNTPOINT stops it. The rest of
+the settings (replicas, sync_mode...) are in the configuration file.
+
+Options:
+  -o options
+    	config=FILE (default /etc/spoolsync.conf) and grace=DURATION (as spoolsync mount --grace); rw, nofail, _netdev, x-systemd.* and the other generic options are left to mount(8)
+  -f
+    	fake: check the arguments, mount nothing
+  -v
+    	say the process id of the spoolsync mount started
+  -n
+    	ignored (no /etc/mtab to write)
+  -s
+    	ignored (sloppy)
+`
+
+var errHelperHelp = errors.New("help")
+
 type helperArgs struct {
 	spool, mountpoint string
 	config            string
@@ -70,6 +99,8 @@ func parseHelperArgs(args []string) (helperArgs, error) {
 			if err := h.options(a[2:]); err != nil {
 				return h, err
 			}
+		case a == "-h" || a == "--help":
+			return h, errHelperHelp
 		case a == "-n" || a == "-s": // no mtab; sloppy: nothing to do
 		case a == "-f":
 			h.fake = true
@@ -112,6 +143,10 @@ func (h *helperArgs) options(s string) error {
 // mountHelper is main for the fstab helper; it returns the exit code.
 func mountHelper(name string, args []string, stderr io.Writer) int {
 	h, err := parseHelperArgs(args)
+	if errors.Is(err, errHelperHelp) {
+		fmt.Print(helperUsage)
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return mountUsage

@@ -57,7 +57,7 @@ func run(bin, out, version, date string) error {
 		if err != nil {
 			return err
 		}
-		page, err := commandPage(c, text, footer)
+		page, err := commandPage("spoolsync", "spoolsync-"+c.name, c.summary, text, footer)
 		if err != nil {
 			return fmt.Errorf("spoolsync %s --help: %w", c.name, err)
 		}
@@ -65,7 +65,29 @@ func run(bin, out, version, date string) error {
 			return err
 		}
 	}
-	return nil
+	// The fstab helper: the same binary under the name mount(8) runs.
+	tmp, err := os.MkdirTemp("", "genman")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	helper := filepath.Join(tmp, "mount.fuse.spoolsync")
+	if err := os.Symlink(abs, helper); err != nil {
+		return err
+	}
+	text, err := help(helper)
+	if err != nil {
+		return err
+	}
+	page, err := commandPage("mount.fuse.spoolsync", "mount.fuse.spoolsync", "mount a spool from /etc/fstab (type fuse.spoolsync)", text, footer)
+	if err != nil {
+		return fmt.Errorf("mount.fuse.spoolsync --help: %w", err)
+	}
+	return os.WriteFile(filepath.Join(out, "mount.fuse.spoolsync.8"), []byte(page), 0o644)
 }
 
 // help is the --help text of spoolsync [cmd].
@@ -158,19 +180,19 @@ func mainPage(top string, cmds []command, footer string) string {
 	return b.String()
 }
 
-// commandPage is spoolsync-CMD(8) from the command's --help: "Usage:
-// spoolsync SYNOPSIS", the description, then "Options:" as flag's
-// PrintDefaults writes them ("  -name arg" then "    \tusage").
-func commandPage(c command, text, footer string) (string, error) {
+// commandPage is the page called page (spoolsync-CMD) from the --help of
+// prog: "Usage: PROG SYNOPSIS", the description, then "Options:" as
+// flag's PrintDefaults writes them ("  -name arg" then "    \tusage").
+func commandPage(prog, page, summary, text, footer string) (string, error) {
 	usage, rest, ok := strings.Cut(text, "\n")
-	syn, found := strings.CutPrefix(usage, "Usage: spoolsync ")
+	syn, found := strings.CutPrefix(usage, "Usage: "+prog+" ")
 	if !ok || !found {
 		return "", fmt.Errorf("no Usage: line: %q", usage)
 	}
 	about, opts, _ := strings.Cut(rest, "\nOptions:\n")
 	var b strings.Builder
-	fmt.Fprintf(&b, ".TH SPOOLSYNC\\-%s 8 %s\n.SH NAME\nspoolsync\\-%s \\- %s\n", strings.ToUpper(c.name), footer, c.name, esc(c.summary))
-	fmt.Fprintf(&b, ".SH SYNOPSIS\n.B spoolsync\n%s\n.SH DESCRIPTION\n", minus(syn))
+	fmt.Fprintf(&b, ".TH %s 8 %s\n.SH NAME\n%s \\- %s\n", minus(strings.ToUpper(page)), footer, minus(page), esc(summary))
+	fmt.Fprintf(&b, ".SH SYNOPSIS\n.B %s\n%s\n.SH DESCRIPTION\n", esc(prog), minus(syn))
 	paragraphs(&b, about)
 	if strings.TrimSpace(opts) != "" {
 		b.WriteString(".SH OPTIONS\n")
@@ -190,6 +212,10 @@ func commandPage(c command, text, footer string) (string, error) {
 			}
 		}
 	}
-	b.WriteString(".SH SEE ALSO\n.BR spoolsync (8)\n")
+	b.WriteString(".SH SEE ALSO\n")
+	if page == "mount.fuse.spoolsync" {
+		b.WriteString(".BR spoolsync\\-mount (8),\n.BR fstab (5),\n.BR mount (8),\n")
+	}
+	b.WriteString(".BR spoolsync (8)\n")
 	return b.String(), nil
 }
