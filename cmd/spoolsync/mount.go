@@ -58,6 +58,12 @@ func runMount(args []string) error {
 		return usagef("mount: sync_mode: sync makes fsync wait for a replica, and none is configured: set sync_host (and sync_authname, sync_password), or sync_mode: async, in %s", configName(cfg))
 	}
 	logger := newLogger(cfg.LogFormat, *debug)
+	// The kernel has applied the mail process's umask to the mode of what
+	// it creates through the mount; this process creates it on the backing
+	// directory, where its own umask would mask it again (a umask of 022
+	// from systemd or mount(8) turned a group-shared 0660 mailbox into
+	// 0640). spoolsync's own files all have explicit modes.
+	syscall.Umask(0)
 	// Signals are caught from here on: one that arrives while mounting
 	// must unmount, not kill the process with the mount left behind.
 	sig := make(chan os.Signal, 2)
