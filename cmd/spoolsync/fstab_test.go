@@ -153,3 +153,24 @@ func TestFstab(t *testing.T) {
 		t.Errorf("the sync log lacks the mkdir: %+v", evs)
 	}
 }
+
+// FuzzParseHelperArgs: the helper's options come from /etc/fstab and run
+// as root; whatever they hold, parsing never panics, and accepting them
+// means two operands and only the options spoolsync takes.
+func FuzzParseHelperArgs(f *testing.F) {
+	f.Add("/srv/spool /var/mail -o rw,config=/etc/spoolsync.conf,nofail")
+	f.Add("/a /b -oconfig=/c,grace=5s -n -v")
+	f.Add("/a /b -o ro")
+	f.Fuzz(func(t *testing.T, line string) {
+		h, err := parseHelperArgs(strings.Fields(line))
+		if err != nil {
+			return
+		}
+		if h.spool == "" || h.mountpoint == "" {
+			t.Fatalf("%q: accepted without SPOOL_DIR and MOUNTPOINT: %+v", line, h)
+		}
+		if strings.Contains(h.config, ",") {
+			t.Fatalf("%q: config %q holds another option", line, h.config)
+		}
+	})
+}
