@@ -9,11 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"spoolsync/internal/durable"
 	"strings"
 	"sync"
 	"time"
-
-	"spoolsync/internal/durable"
 
 	"github.com/prometheus/client_golang/prometheus"
 
