@@ -79,6 +79,7 @@ type Config struct {
 	// ReplicaAllowPrivileged (replica_allow_privileged) lets masters put
 	// set-id bits on files and security.capability or POSIX ACL xattrs.
 	ReplicaAllowPrivileged bool
+	LogFormat              string // log_format: text or json
 }
 
 // Channel is one replica the master ships to.
@@ -127,6 +128,7 @@ func Default() *Config {
 		GUIDMode:           "sha256",
 		CompressLevel:      2, // zstd.SpeedDefault
 		SyncMode:           "async",
+		LogFormat:          "text",
 		SyncTimeout:        5 * time.Second,
 		FuseURing:          "auto",
 		SyncVerifyInterval: 5 * time.Minute,
@@ -264,6 +266,7 @@ func (c *Config) finish(entries map[string]entry) error {
 	p.size("max_file_size", &c.MaxFileSize, 1<<20)
 	p.batchLimit("replica_batch_limit", &c.ReplicaBatchOps, &c.ReplicaBatchBytes)
 	p.boolean("replica_allow_privileged", &c.ReplicaAllowPrivileged)
+	p.oneOf("log_format", &c.LogFormat, "text", "json")
 	if p.err != nil {
 		return p.err
 	}
@@ -311,11 +314,15 @@ var globalKeys = map[string]struct{}{
 	"sync_log_channels": {}, "sync_repeat_interval": {}, "sync_batch_size": {}, "guid_mode": {},
 	"sync_compress": {}, "sync_mode": {}, "sync_timeout": {}, "tls_cert_file": {}, "tls_key_file": {},
 	"tls_ca_file": {}, "allowplaintext": {}, "admins": {}, "sasl_passwd_file": {}, "metrics_listen": {},
-	"fuse_uring": {},
-	"sync_host":  {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
-	"sync_password_file":   {},
-	"sync_verify_interval": {}, "sync_verify": {},
-	"max_file_size": {}, "replica_batch_limit": {}, "replica_allow_privileged": {},
+	"sync_host": {}, "sync_port": {}, "sync_authname": {}, "sync_realm": {}, "sync_password": {},
+	"sync_password_file":       {},
+	"fuse_uring":               {},
+	"sync_verify_interval":     {},
+	"sync_verify":              {},
+	"max_file_size":            {},
+	"replica_batch_limit":      {},
+	"replica_allow_privileged": {},
+	"log_format":               {},
 }
 
 // channelKeys may carry a `<channel>_` prefix.
@@ -380,4 +387,15 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// Keys lists every key the file may hold without a channel prefix, sorted
+// (the packaged /etc/spoolsync.conf documents each; its test checks).
+func Keys() []string {
+	keys := make([]string, 0, len(globalKeys))
+	for k := range globalKeys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -84,6 +84,7 @@ func TestParseErrors(t *testing.T) {
 		{"replica_batch_limit: 50000\n", "replica_batch_limit:"},
 		{"replica_batch_limit: 10 2G\n", "replica_batch_limit:"},
 		{"replica_allow_privileged: sure\n", "replica_allow_privileged:"},
+		{"log_format: yaml\n", `t.conf:1: log_format: "yaml" is not one of text, json`},
 	} {
 		_, err := Parse(strings.NewReader(tc.in), "t.conf")
 		var ce *Error
@@ -105,7 +106,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.StateDir != "/var/lib/spoolsync" || c.SyncLogDir != "/var/lib/spoolsync/log" || !c.SyncLog ||
-		c.GUIDMode != "sha256" || c.SyncMode != "async" || len(c.Channels) != 0 || c.FuseURing != "auto" {
+		c.GUIDMode != "sha256" || c.SyncMode != "async" || len(c.Channels) != 0 || c.FuseURing != "auto" || c.LogFormat != "text" {
 		t.Errorf("defaults = %+v", c)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"spoolsync/internal/durable"
@@ -49,6 +50,7 @@ type Channel struct {
 	res      *resolver
 	logger   *slog.Logger
 	pending  *pendingStore
+	lag      prometheus.Observer // each acknowledged event's lag; nil in tests
 
 	mu sync.Mutex
 	st ChannelStatus
@@ -576,6 +578,7 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 		return err
 	}
 	c.acked(seq, len(evs), st, time.Since(start))
+	observeLag(c.lag, evs)
 	return nil
 }
 

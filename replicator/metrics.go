@@ -1,7 +1,12 @@
 package replicator
 
 import (
+	"os"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"spoolsync/synclog"
 )
 
 // Collector exposes the channels' status as Prometheus metrics, read at
@@ -26,19 +31,46 @@ var (
 	mVerified  = prometheus.NewDesc("spoolsync_channel_verified_timestamp_seconds", "When the last continuous verify of the replica completed.", []string{"channel"}, nil)
 	mInSync    = prometheus.NewDesc("spoolsync_channel_in_sync", "1 when the backlog is 0, no resync is owed and the last verify found no difference.", []string{"channel"}, nil)
 	mNoAnswer  = prometheus.NewDesc("spoolsync_channel_no_answer_seconds", "Seconds since a replica that stopped answering the heartbeat was last heard; 0 while it answers.", []string{"channel"}, nil)
+	mFenced    = prometheus.NewDesc("spoolsync_channel_fenced", "1 while the replica refuses this master as fenced (it was promoted): nothing ships.", []string{"channel"}, nil)
+	mResync    = prometheus.NewDesc("spoolsync_channel_resync_owed", "1 while a resync of some directories (after an unclean stop, a refused batch) is asked for and not done.", []string{"channel"}, nil)
 	mDegraded  = prometheus.NewDesc("spoolsync_channel_sync_degraded", "sync_mode sync: 1 while fsync does not wait for this replica (it did not confirm within sync_timeout and has not caught up).", []string{"channel"}, nil)
 )
 
+// newLagHistogram is the distribution of replication lag: for each event
+// the replica acknowledged, the time from its being logged to the ack.
+// The lag gauge is the worst now; this says how long changes usually wait
+// (from 1 ms to about 4.5 hours: a replica back from an outage).
+func newLagHistogram() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "spoolsync_channel_replication_lag_seconds",
+		Help:    "Time from an event being logged to the replica acknowledging it.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 12)}, []string{"channel"})
+}
+
+// observeLag records the lag of each acknowledged event.
+func observeLag(o prometheus.Observer, evs []*synclog.Event) {
+	if o == nil {
+		return
+	}
+	now := time.Now()
+	for _, ev := range evs {
+		o.Observe(now.Sub(time.Unix(0, ev.Time)).Seconds())
+	}
+}
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mDiverged, mVerified, mInSync, mNoAnswer} {
+	c.r.lagSeconds.Describe(ch)
+	for _, d := range []*prometheus.Desc{mConnected, mLag, mBacklog, mBatches, mEvents, mPayload, mSent, mWire, mDedup, mLastAck, mDegraded, mDiverged, mVerified, mInSync, mNoAnswer, mFenced, mResync} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.r.Status() {
+	c.r.lagSeconds.Collect(ch)
+	for i, s := range c.r.Status() {
+		ch <- prometheus.MustNewConstMetric(mFenced, prometheus.GaugeValue, boolGauge(s.Fenced), s.Name)
+		ch <- prometheus.MustNewConstMetric(mResync, prometheus.GaugeValue, boolGauge(c.r.channels[i].resyncOwed()), s.Name)
 		connected := 0.0
 		if s.Connected {
 			connected = 1
@@ -73,4 +105,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mLastAck, prometheus.GaugeValue, float64(s.LastAck.UnixNano())/1e9, s.Name)
 		}
 	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// resyncOwed: a resync request is on disk, not yet carried out.
+func (c *Channel) resyncOwed() bool {
+	_, err := os.Stat(c.resyncMarker())
+	return err == nil
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"spoolsync/internal/durable"
 
 	"spoolsync/guid"
@@ -26,8 +28,9 @@ type Replicator struct {
 	cache       *guid.Cache
 	channels    []*Channel
 	logger      *slog.Logger
-	syncTimeout time.Duration          // sync_mode sync: see WaitReplicated
-	verifiers   map[*Channel]*verifier // continuous verification (verify.go); empty when off
+	syncTimeout time.Duration            // sync_mode sync: see WaitReplicated
+	verifiers   map[*Channel]*verifier   // continuous verification (verify.go); empty when off
+	lagSeconds  *prometheus.HistogramVec // see metrics.go
 }
 
 // Options are what every channel shares.
@@ -65,7 +68,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		cache.Close()
 		return nil, err
 	}
-	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout}
+	r := &Replicator{log: lg, cache: cache, logger: opts.Logger, syncTimeout: opts.SyncTimeout, lagSeconds: newLagHistogram()}
 	res := &resolver{backing: opts.Backing, cache: cache, mode: opts.GUIDMode, maxFile: opts.MaxFileSize}
 	for _, cc := range channels {
 		ps, err := openPending(lg.Dir(), cc.Name)
@@ -80,7 +83,7 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 		}
 		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
 			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
-			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
+			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}, lag: r.lagSeconds.WithLabelValues(cc.Name)})
 	}
 	r.newVerifiers(opts.VerifyInterval, opts.VerifyReport)
 	return r, nil

@@ -235,7 +235,7 @@ func (l *Log) recover() error {
 			return fmt.Errorf("synclog: zero torn tail of %s at offset %d: %w", path, off, err)
 		}
 		l.logger.Warn("synclog: dropped torn tail of the sync log (writes that never completed before a crash)",
-			"segment", path, "offset", off, "bytes", t.lastNonZero-off, "cause", reason.Error(), "next_seq", next)
+			"segment", path, "offset", off, "bytes", t.lastNonZero-off, "err", reason.Error(), "next_seq", next)
 	}
 	// Whatever was recovered may still be only in the page cache (the
 	// previous process died before syncing): readers only see durable
@@ -562,3 +562,8 @@ func (l *Log) release() {
 		l.lockf.Close() // drops the flock
 	}
 }
+
+// Err is why the log stopped accepting events (a failed fdatasync, or
+// ErrClosed once closed); nil while it works. Health checks (the systemd
+// watchdog) read it.
+func (l *Log) Err() error { return l.usable() }

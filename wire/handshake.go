@@ -72,6 +72,9 @@ type ServerConfig struct {
 	// Welcome to a client that asks (CapBatchLimits); the caller enforces
 	// them.
 	MaxBatchOps, MaxBatchBytes uint64
+	// AuthFailed, when set, is told of each refused authentication
+	// (metrics): the mechanism the client asked for, as it asked.
+	AuthFailed func(mech string)
 }
 
 // MaxPreAuthFrameSize is the largest payload a server accepts before the
@@ -426,6 +429,9 @@ func (h *serverHandshake) run(ctx context.Context, maxRecv int) error {
 	id, logMsg, perr := h.authenticate(auth)
 	if perr != nil {
 		h.log.Warn("wire: authentication refused", "peer", c.sess.Peer, "mech", auth.Mech, "code", perr.Code.String(), "err", perr.Msg, "detail", logMsg)
+		if h.cfg.AuthFailed != nil {
+			h.cfg.AuthFailed(auth.Mech)
+		}
 		return &loggedError{perr}
 	}
 	c.sess.Identity, c.sess.Mech = id, auth.Mech

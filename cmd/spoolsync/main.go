@@ -20,6 +20,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"spoolsync/config"
@@ -59,10 +61,18 @@ func usagef(format string, args ...any) error {
 }
 
 func main() {
+	// Run as mount.fuse.spoolsync by mount(8) for an fstab entry.
+	if name := filepath.Base(os.Args[0]); slices.Contains(helperNames, name) {
+		os.Exit(mountHelper(name, os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Println(versionString())
+		return 0
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {
@@ -111,7 +121,7 @@ func printUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options.\n"+
+	fmt.Fprintf(w, "\nRun 'spoolsync COMMAND --help' for a command's options, 'spoolsync --version' for the version.\n"+
 		"Configuration: %s (imapd.conf style; see README.md), or -c FILE.\n"+
 		"Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n", config.DefaultPath)
 }
@@ -153,11 +163,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, operands...))
 }
 
-// newLogger is the process's slog logger: text to stderr.
-func newLogger(debug bool) *slog.Logger {
+// newLogger is the process's slog logger, to stderr, in log_format: text
+// (key=value) or json (one object a line, for journald or a log shipper).
+// It also becomes slog's default, so that packages logging without a
+// logger of their own write in the same format.
+func newLogger(format string, debug bool) *slog.Logger {
 	lvl := slog.LevelInfo
 	if debug {
 		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l
 }

@@ -59,7 +59,13 @@ func runMount(args []string) error {
 	if cfg.SyncMode == "sync" && len(cfg.Channels) == 0 {
 		return usagef("mount: sync_mode: sync makes fsync wait for a replica, and none is configured: set sync_host (and sync_authname, sync_password), or sync_mode: async, in %s", configName(cfg))
 	}
-	logger := newLogger(*debug)
+	logger := newLogger(cfg.LogFormat, *debug)
+	// The kernel has applied the mail process's umask to the mode of what
+	// it creates through the mount; this process creates it on the backing
+	// directory, where its own umask would mask it again (a umask of 022
+	// from systemd or mount(8) turned a group-shared 0660 mailbox into
+	// 0640). spoolsync's own files all have explicit modes.
+	syscall.Umask(0)
 	// Signals are caught from here on: one that arrives while mounting
 	// must unmount, not kill the process with the mount left behind.
 	sig := make(chan os.Signal, 2)
@@ -155,6 +161,10 @@ func runMount(args []string) error {
 	// completed rescan after an unclean one.
 	var rescanned atomic.Bool
 	rescanned.Store(rescanFrom == nil)
+	sdNotify(logger, "READY=1\nSTATUS="+mountStatus(dirs.mountpoint, repl))
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	startWatchdog(wdCtx, dirs.mountpoint, syncLog, repl, logger)
 	if syncLog != nil {
 		var resync func([]string) error
 		if repl != nil {
@@ -165,12 +175,16 @@ func runMount(args []string) error {
 
 	select {
 	case s := <-sig:
+		stopWatchdog() // the unmount fails its probe: say stopping, not unhealthy
 		logger.Info("unmounting", "signal", s.String())
+		sdNotify(logger, "STOPPING=1\nSTATUS=unmounting "+dirs.mountpoint)
 		if err := m.Unmount(*grace); err != nil {
 			return err
 		}
 	case <-m.Done():
+		stopWatchdog()
 		logger.Warn("the mount was removed from outside (umount); stopping", "mountpoint", dirs.mountpoint)
+		sdNotify(logger, "STOPPING=1\nSTATUS=the mount was removed from outside")
 	}
 	logger.Info("unmounted", "mountpoint", dirs.mountpoint)
 	// What was logged before the unmount is shipped by the next start.

@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"spoolsync/config"
 	"spoolsync/guid"
@@ -123,25 +120,12 @@ func startReplication(ctx context.Context, cfg *config.Config, r *replicator.Rep
 	return func() { wg.Wait(); os.Remove(sock) }, nil
 }
 
-// serveMetrics serves Prometheus /metrics on addr until ctx is done, in
-// goroutines added to wg.
+// serveMetrics serves the replication metrics on addr until ctx is done,
+// in goroutines added to wg.
 func serveMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, r *replicator.Replicator, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(replicator.NewCollector(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics_listen %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	wg.Go(func() { srv.Serve(ln) })
-	wg.Go(func() {
-		<-ctx.Done()
-		srv.Close()
-	})
-	logger.Info("serving metrics", "addr", ln.Addr().String())
-	return nil
+	reg.MustRegister(replicator.NewCollector(r))
+	return serveRegistry(ctx, wg, addr, reg, logger)
 }
 
 func statusSocket(logDir string) string { return filepath.Join(logDir, "status.sock") }

@@ -97,7 +97,7 @@ func runResync(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	opts := replicator.ResyncOptions{Backing: *spool, Paths: paths, DryRun: *dryRun, Delete: *del, Verify: *verify,
-		Client: ch.Client, Cache: cache, Mode: mode, Logger: newLogger(false), MaxFileSize: cfg.MaxFileSize}
+		Client: ch.Client, Cache: cache, Mode: mode, Logger: newLogger(cfg.LogFormat, false), MaxFileSize: cfg.MaxFileSize}
 	if _, err := readStatus(cfg.SyncLogDir); err == nil {
 		opts.Rescan = func(p []string) error { return requestRescan(cfg.SyncLogDir, p) }
 	}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"spoolsync/config"
 	"spoolsync/fence"
 	"spoolsync/guid"
@@ -54,7 +56,7 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(*debug)
+	logger := newLogger(cfg.LogFormat, *debug)
 	sc, err := checkServerConfig(cfg, *rootFlag, logger)
 	if err != nil {
 		return err
@@ -89,9 +91,27 @@ func runServer(args []string) error {
 			return st.Epoch
 		}
 	}
+	var metrics *server.Metrics
+	if cfg.MetricsListen != "" {
+		metrics = server.NewMetrics(trees.roots)
+		opts.Metrics, opts.Wire.AuthFailed = metrics, metrics.AuthFailed
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		return err
+	}
+	if metrics != nil {
+		ctx, stopMetrics := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer stopMetrics()
+		reg := prometheus.NewRegistry()
+		if err := metrics.Register(reg, srv); err != nil {
+			return err
+		}
+		if err := serveRegistry(ctx, &wg, cfg.MetricsListen, reg, logger); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -99,15 +119,20 @@ func runServer(args []string) error {
 	}
 	logger.Info("serving", "root", sc.root, "tree", treeDesc, "listen", ln.Addr().String(), "state", sc.state,
 		"tls", sc.wire.TLS != nil, "client_certs", cfg.TLSCAFile != "", "passwords", cfg.SASLPasswdFile, "admins", cfg.Admins)
-	fmt.Printf("spoolsync: ready: serving %s on %s\n", sc.root, ln.Addr())
-
+	// Signals are caught before the ready line: a supervisor may stop the
+	// server as soon as it is ready, and that must be a clean stop.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	fmt.Printf("spoolsync: ready: serving %s on %s\n", sc.root, ln.Addr())
+	sdNotify(logger, fmt.Sprintf("READY=1\nSTATUS=serving %s on %s", sc.root, ln.Addr()))
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case s := <-sig:
 		logger.Info("shutting down", "signal", s.String(), "grace", *grace)
+		sdNotify(logger, "STOPPING=1")
 	case err := <-served:
 		srv.Shutdown(context.Background())
 		return err

@@ -141,12 +141,14 @@ func (ss *session) batch(b *wire.BatchBegin) error {
 
 // applyAndAck is a received batch's background part: check, apply, ack.
 func (ss *session) applyAndAck(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged, ops, bytes uint64, start time.Time) error {
+	applyStart := time.Now()
 	if err := ss.precheck(b.Seq, need); err != nil {
 		return err
 	}
 	if err := ss.apply(b, src, need, sp, staged); err != nil {
 		return err
 	}
+	ss.srv.opts.Metrics.batchApplied(ops, bytes, time.Since(applyStart))
 	ss.noteBatch(b, ops, bytes, time.Since(start))
 	return ss.reply(&wire.Ack{Seq: b.Seq})
 }

@@ -72,6 +72,9 @@ type Options struct {
 	// filesystem); an op whose content would eat into it refuses the
 	// batch. 0 = DefaultMinFreeSpace, <0 = no check.
 	MinFreeSpace int64
+	// Metrics, when set, counts batches, refusals and the rest
+	// (metrics_listen); see NewMetrics.
+	Metrics *Metrics
 }
 
 // Tree is where one master's batches land.
@@ -263,6 +266,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 		var pe *wire.ProtoError
 		if errors.As(err, &pe) {
 			c.SendError(pe)
+			s.opts.Metrics.refused(pe.Code)
 		}
 		s.log.Warn("server: refusing the master", "peer", c.Session().Peer, "identity", c.Session().Identity, "err", err)
 		c.Close()

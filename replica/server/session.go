@@ -154,6 +154,7 @@ func (ss *session) fail(err error) {
 		if !pe.Remote {
 			ss.log.Warn("server: closing the connection", "code", pe.Code.String(), "seq", pe.Seq, "path", pe.Path, "err", pe.Msg)
 			ss.c.SendError(pe)
+			ss.srv.opts.Metrics.refused(pe.Code)
 		}
 		ss.c.Close()
 		return
