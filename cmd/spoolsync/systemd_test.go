@@ -254,3 +254,26 @@ func TestProbes(t *testing.T) {
 		t.Errorf("log probe on a closed log: %v, want ErrClosed", err)
 	}
 }
+
+// TestRestartAfterKill: systemd restarts a mount that crashed or that
+// its watchdog killed; the kernel still holds the dead FUSE mount
+// (ENOTCONN), and the new process detaches it and mounts again instead
+// of refusing a mounted mount point.
+func TestRestartAfterKill(t *testing.T) {
+	e := newEnv(t, "")
+	p := startMount(t, e)
+	must(t, p.cmd.Process.Kill())
+	<-p.done
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(e.mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after the kill, statfs %s: %v, want ENOTCONN (a dead FUSE mount)", e.mnt, err)
+	}
+	p = startMount(t, e)
+	if !strings.Contains(p.stderr.String(), "detached the mount") {
+		t.Errorf("the restart did not say it detached the dead mount:\n%s", p.stderr)
+	}
+	must(t, os.WriteFile(filepath.Join(e.mnt, "after"), []byte("x"), 0o600))
+	if _, err := os.Stat(filepath.Join(e.backing, "after")); err != nil {
+		t.Errorf("write through the new mount: %v", err)
+	}
+}
