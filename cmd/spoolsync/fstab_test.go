@@ -28,6 +28,7 @@ func TestParseHelperArgs(t *testing.T) {
 		{[]string{"/a", "/b", "-f"}, helperArgs{spool: "/a", mountpoint: "/b", fake: true}, ""},
 		{[]string{"/a"}, helperArgs{}, "want SPOOL_DIR MOUNTPOINT"},
 		{[]string{"/a", "/b", "-o", "ro"}, helperArgs{}, "read-write"},
+		{[]string{"/a", "/b", "-o", "config=/c,users"}, helperArgs{}, "only root mounts"},
 		{[]string{"/a", "/b", "-o", "allow_root"}, helperArgs{}, `unknown mount option "allow_root"`},
 		{[]string{"/a", "/b", "-o", "grace=soon"}, helperArgs{}, "grace=soon"},
 		{[]string{"/a", "/b", "-x"}, helperArgs{}, "unknown option -x"},
