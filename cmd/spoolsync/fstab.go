@@ -42,7 +42,7 @@ const helperReady = 2 * time.Minute
 // pass.
 var ignoredMountOptions = map[string]bool{
 	"rw": true, "defaults": true, "auto": true, "noauto": true, "nofail": true, "_netdev": true,
-	"user": true, "nouser": true, "users": true, "owner": true, "exec": true, "noexec": true,
+	"nouser": true, "exec": true, "noexec": true,
 	"suid": true, "nosuid": true, "dev": true, "nodev": true, "atime": true, "noatime": true,
 	"relatime": true, "nodiratime": true, "async": true, "sync": true, "loud": true, "silent": true,
 }
@@ -131,6 +131,8 @@ func (h *helperArgs) options(s string) error {
 				return fmt.Errorf("option grace=%s: %v", v, err)
 			}
 			h.grace = v
+		case o == "user" || o == "users" || o == "owner" || o == "group":
+			return fmt.Errorf("option %s: spoolsync serves every mail user as root; only root mounts and unmounts it", o)
 		case o == "ro":
 			return errors.New("option ro: spoolsync mounts a spool read-write (the mail server writes to it)")
 		default:

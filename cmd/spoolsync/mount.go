@@ -71,6 +71,11 @@ func runMount(args []string) error {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	if cleared, err := clearDeadMount(mountpoint); err != nil {
+		return err
+	} else if cleared {
+		logger.Warn("detached the mount a spoolsync mount that died left behind (its files answered ENOTCONN)", "mountpoint", mountpoint)
+	}
 	dirs, err := checkMountDirs(backing, mountpoint, cfg.SyncLogDir)
 	if err != nil {
 		return err
@@ -377,4 +382,29 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// clearDeadMount detaches the mount a killed spoolsync mount left at
+// mountpoint: the kernel keeps a FUSE mount whose daemon died, answering
+// ENOTCONN, and a restart (systemd's, after a crash or a watchdog kill)
+// would refuse the mounted mount point. Only a fuse.spoolsync mount that
+// no process serves is detached; a live one is left for checkMountDirs to
+// refuse.
+func clearDeadMount(mountpoint string) (bool, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return false, nil
+	}
+	// statfs, never answered from the kernel's caches as a stat can be.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(abs, &st); !errors.Is(err, syscall.ENOTCONN) {
+		return false, nil
+	}
+	if ok, err := mountedAs(abs, "fuse.spoolsync"); err != nil || !ok {
+		return false, err
+	}
+	if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
+		return false, fmt.Errorf("mount: %s is a dead spoolsync mount and detaching it failed: %w (umount -l %s)", abs, err, abs)
+	}
+	return true, nil
 }

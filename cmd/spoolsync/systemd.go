@@ -164,9 +164,13 @@ func mountStatus(mountpoint string, repl *replicator.Replicator) string {
 	if repl == nil {
 		return "mounted on " + mountpoint + "; no replication (sync_host unset)"
 	}
+	return statusLine(mountpoint, repl.Status())
+}
+
+func statusLine(mountpoint string, chans []replicator.ChannelStatus) string {
 	var b strings.Builder
 	b.WriteString("mounted on " + mountpoint)
-	for _, s := range repl.Status() {
+	for _, s := range chans {
 		state := "connected"
 		switch {
 		case s.Fenced:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"spoolsync/internal/testenv"
+	"spoolsync/replicator"
 	"spoolsync/synclog"
 )
 
@@ -252,5 +253,43 @@ func TestProbes(t *testing.T) {
 	lg.Close()
 	if err := logProbe(lg)(); !errors.Is(err, synclog.ErrClosed) {
 		t.Errorf("log probe on a closed log: %v, want ErrClosed", err)
+	}
+}
+
+// TestRestartAfterKill: systemd restarts a mount that crashed or that
+// its watchdog killed; the kernel still holds the dead FUSE mount
+// (ENOTCONN), and the new process detaches it and mounts again instead
+// of refusing a mounted mount point.
+func TestRestartAfterKill(t *testing.T) {
+	e := newEnv(t, "")
+	p := startMount(t, e)
+	must(t, p.cmd.Process.Kill())
+	<-p.done
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(e.mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after the kill, statfs %s: %v, want ENOTCONN (a dead FUSE mount)", e.mnt, err)
+	}
+	p = startMount(t, e)
+	if !strings.Contains(p.stderr.String(), "detached the mount") {
+		t.Errorf("the restart did not say it detached the dead mount:\n%s", p.stderr)
+	}
+	must(t, os.WriteFile(filepath.Join(e.mnt, "after"), []byte("x"), 0o600))
+	if _, err := os.Stat(filepath.Join(e.backing, "after")); err != nil {
+		t.Errorf("write through the new mount: %v", err)
+	}
+}
+
+// TestStatusLine: what `systemctl status` shows of each replica.
+func TestStatusLine(t *testing.T) {
+	got := statusLine("/var/mail", []replicator.ChannelStatus{
+		{Name: "a", Replica: "b:2005", Connected: true, LagSeconds: 0.04, BacklogEvents: 3},
+		{Name: "c", Replica: "d:2005", Connected: true, SyncMode: "degraded", LagSeconds: 7.25, BacklogEvents: 900},
+		{Name: "e", Replica: "f:2005", Fenced: true, BacklogEvents: 12},
+		{Name: "g", Replica: "h:2005", LagSeconds: 61, BacklogEvents: 4000},
+	})
+	want := "mounted on /var/mail; a (b:2005) connected, lag 0.0s, backlog 3 events; c (d:2005) DEGRADED, lag 7.2s, backlog 900 events; " +
+		"e (f:2005) FENCED, lag 0.0s, backlog 12 events; g (h:2005) disconnected, lag 61.0s, backlog 4000 events"
+	if got != want {
+		t.Errorf("status line\n got %s\nwant %s", got, want)
 	}
 }
