@@ -146,6 +146,11 @@ func TestDovecot(t *testing.T) {
 		if n := strings.Count(want, "hdr.subject:"); n != 25 {
 			t.Fatalf("%s: Dovecot shows %d messages on the master, want 25 (30 delivered, 5 expunged):\n%s", f, n, want)
 		}
+		// Reading on the master updated its indexes (doveadm fetch adds
+		// cache records and appends to dovecot.index.log); a copy taken
+		// while those writes are still being replicated holds a log cut
+		// mid-record ("Unexpected garbage at EOF"), so wait for them.
+		p.waitSynced(t)
 		// A copy, so that Dovecot's own index updates do not touch the
 		// replica while the master is still replicating to it.
 		cp := exec.Command("cp", "-a", filepath.Join(p.r.root, "vhosts", f+"-user"), copyRoot)
