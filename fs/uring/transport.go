@@ -28,6 +28,12 @@ func Unavailable() error {
 	if strings.TrimSpace(string(b)) != "Y" {
 		return fmt.Errorf("FUSE over io_uring is off in the kernel: %s is %s (echo Y > %s)", ParamPath, strings.TrimSpace(string(b)), ParamPath)
 	}
+	// io_uring itself may be refused (kernel.io_uring_disabled, seccomp).
+	r, err := newRing()
+	if err != nil {
+		return fmt.Errorf("FUSE over io_uring: %w (see sysctl kernel.io_uring_disabled)", err)
+	}
+	r.close()
 	return nil
 }
 
