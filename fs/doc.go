@@ -65,4 +65,15 @@
 // mail process on the host goes through the mount, so kernel-local locks
 // give them the same exclusion as on a local filesystem, without a round
 // trip per lock.
+//
+// # Transports
+//
+// Requests come either from /dev/fuse (go-fuse's server) or, where the
+// kernel offers FUSE over io_uring and Options.Uring allows it, from
+// per-CPU io_uring queues (package fs/uring, transport.go). Both hand
+// them to the same RawFileSystem, so every invariant above holds on
+// either. Requests that came over io_uring cannot be interrupted (the
+// kernel's INTERRUPT for them arrives on /dev/fuse, where go-fuse does
+// not know them), which changes nothing here: no operation is abandoned
+// because its context is done.
 package fs

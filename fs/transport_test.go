@@ -54,10 +54,12 @@ func TestTransportOff(t *testing.T) {
 	writeAndReadBack(t, tc)
 }
 
-// TestTransportOnRefusedWithoutKernel: fuse_uring on is an error, naming
-// the kernel switch, where the kernel does not offer io_uring.
+// TestTransportOnRefusedWithoutKernel: fuse_uring on is an error, saying
+// why (the kernel switch, or io_uring refused), where the kernel does not
+// offer io_uring.
 func TestTransportOnRefusedWithoutKernel(t *testing.T) {
-	if kernelOffersUring(t) {
+	why := uring.Unavailable()
+	if why == nil {
 		t.Skipf("%s is Y; this checks the refusal when it is N (scripts/test runs both)", uring.ParamPath)
 	}
 	opts := DefaultOptions()
@@ -71,8 +73,8 @@ func TestTransportOnRefusedWithoutKernel(t *testing.T) {
 		m.Unmount(0)
 		t.Fatal("fuse_uring on mounted without io_uring")
 	}
-	if !strings.Contains(err.Error(), "enable_uring") {
-		t.Fatalf("error %q does not name %s", err, uring.ParamPath)
+	if !strings.Contains(err.Error(), "fuse_uring is on: "+why.Error()) {
+		t.Fatalf("error %q does not say why: %v", err, why)
 	}
 }
 

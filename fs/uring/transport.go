@@ -28,6 +28,12 @@ func Unavailable() error {
 	if strings.TrimSpace(string(b)) != "Y" {
 		return fmt.Errorf("FUSE over io_uring is off in the kernel: %s is %s (echo Y > %s)", ParamPath, strings.TrimSpace(string(b)), ParamPath)
 	}
+	// io_uring itself may be refused (kernel.io_uring_disabled, seccomp).
+	r, err := newRing()
+	if err != nil {
+		return fmt.Errorf("FUSE over io_uring: %w (see sysctl kernel.io_uring_disabled)", err)
+	}
+	r.close()
 	return nil
 }
 
@@ -47,8 +53,12 @@ type Config struct {
 	BadQueues bool
 }
 
-// DefaultDepth is the default Config.Depth.
-const DefaultDepth = 8
+// DefaultDepth is Config.Depth's default where it keeps the slots of all
+// queues within maxSlots; more CPUs get fewer slots each, down to 2.
+const (
+	DefaultDepth = 8
+	maxSlots     = 64
+)
 
 // Transport serves a FUSE connection's requests from io_uring queues.
 type Transport struct {
@@ -75,8 +85,11 @@ type Transport struct {
 // kernel a ring, after which the kernel would hold every request until
 // the ring is registered.
 func Prepare(cfg Config) (*Transport, error) {
+	queues := possibleCPUs()
 	if cfg.Depth <= 0 {
-		cfg.Depth = DefaultDepth
+		// Each slot is a thread and about 2 × MaxWrite of buffers: on a
+		// machine with many CPUs, fewer slots per queue.
+		cfg.Depth = min(DefaultDepth, max(2, maxSlots/queues))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -85,7 +98,7 @@ func Prepare(cfg Config) (*Transport, error) {
 	payload := max(minPayload, (cfg.MaxWrite+page-1)/page*page)
 	t := &Transport{
 		cfg:        cfg,
-		queues:     possibleCPUs(),
+		queues:     queues,
 		payloadCap: payload,
 		goCh:       make(chan struct{}),
 	}
