@@ -182,13 +182,43 @@ func TestOfferSplits(t *testing.T) {
 	}
 }
 
+// TestEmptyNeverByGUID: an empty file is neither offered nor put by
+// GUID, even when the replica holds its GUID (issue 14: lmtpd's empty
+// stage file was put by GUID, refused lacking-guid, and the batch
+// aborted after changing the tree).
+func TestEmptyNeverByGUID(t *testing.T) {
+	empty := guid.GUID{Mode: guid.SHA256}
+	empty.Sum[0] = 0xe3
+	full := guid.GUID{Mode: guid.SHA256}
+	full.Sum[0] = 1
+	ops := []shipOp{
+		{msg: &wire.Put{Path: "empty", Content: wire.ContentInline}, guid: empty},
+		{msg: &wire.Put{Path: "full", Content: wire.ContentInline, Size: 1}, size: 1, guid: full},
+	}
+	c := &fakeReplica{has: func(int) bool { return true }}
+	var st batchStats
+	if err := offer(c, ops, 1, &st, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.offered); n != 1 || c.offered[0] != wireGUID(full) {
+		t.Errorf("offered %v, want only the non-empty file's GUID", c.offered)
+	}
+	if got := ops[0].msg.(*wire.Put).Content; got != wire.ContentInline {
+		t.Errorf("empty file put with content source %d, want inline (%d)", got, wire.ContentInline)
+	}
+	if got := ops[1].msg.(*wire.Put).Content; got != wire.ContentByGUID {
+		t.Errorf("file the replica holds put with content source %d, want by GUID (%d)", got, wire.ContentByGUID)
+	}
+}
+
 // fakeReplica answers Offers in the order they were sent, as a replica
 // does: GUID number i (in offer order) is held when has(i).
 type fakeReplica struct {
-	has    func(int) bool
-	offers int
-	seen   int
-	queue  []*wire.Offer // sent, not yet answered
+	has     func(int) bool
+	offers  int
+	offered []wire.GUID
+	seen    int
+	queue   []*wire.Offer // sent, not yet answered
 }
 
 func (f *fakeReplica) Send(m wire.Message) error {
@@ -197,6 +227,7 @@ func (f *fakeReplica) Send(m wire.Message) error {
 			return fmt.Errorf("offer of %d GUIDs", len(o.GUIDs))
 		}
 		f.offers++
+		f.offered = append(f.offered, o.GUIDs...)
 		f.queue = append(f.queue, o)
 	}
 	return nil

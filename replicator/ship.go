@@ -374,7 +374,7 @@ func sendOffer(c sender, ops []shipOp, id uint64, inline bool) (*pendingOffer, e
 	}
 	o := &pendingOffer{seen: map[guid.GUID]int{}}
 	for _, op := range ops {
-		if _, ok := op.msg.(*wire.Put); ok && !op.guid.IsZero() {
+		if byGUID(op) {
 			if _, dup := o.seen[op.guid]; !dup {
 				o.seen[op.guid] = len(o.gs)
 				o.gs = append(o.gs, wireGUID(op.guid))
@@ -414,7 +414,7 @@ func (o *pendingOffer) answer(recv func() (wire.Message, error), ops []shipOp, s
 	sent := map[guid.GUID]bool{}
 	for i := range ops {
 		p, ok := ops[i].msg.(*wire.Put)
-		if !ok || ops[i].guid.IsZero() {
+		if !ok || !byGUID(ops[i]) {
 			continue
 		}
 		st.puts++
@@ -429,6 +429,18 @@ func (o *pendingOffer) answer(recv func() (wire.Message, error), ops []shipOp, s
 		sent[ops[i].guid] = true
 	}
 	return nil
+}
+
+// byGUID reports whether op is a put that may go by GUID: one of a
+// file with content. Empty content never does: it costs nothing inline,
+// while by GUID it depends on the replica holding a copy of the empty
+// file when the batch applies (the GUID of "" is every empty stage
+// file's, which the replica may have removed since it answered the
+// offer), and a refusal (lacking-guid) cost a dropped connection and a
+// resync.
+func byGUID(op shipOp) bool {
+	p, ok := op.msg.(*wire.Put)
+	return ok && !op.guid.IsZero() && p.Size > 0
 }
 
 // maxOffer bounds the GUIDs in one Offer message (the protocol's limit).
