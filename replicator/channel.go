@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"spoolsync/internal/durable"
 	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
@@ -160,8 +158,18 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		return false, err
 	}
 	// An acknowledgement lost with the last connection: the replica has
-	// it, do not send it again.
+	// it, do not send it again. The paths it owed went with it (the
+	// replica does not keep them): resync what those batches touched.
 	if pos.Applied > cursor && pos.Applied <= c.log.DurableSeq() {
+		dirs, err := c.dirsOf(cursor+1, pos.Applied)
+		if err != nil {
+			return false, err
+		}
+		if len(dirs) > 0 {
+			if err := c.askResync(dirs); err != nil {
+				return false, err
+			}
+		}
 		if err := c.log.CommitCursor(c.cfg.Name, pos.Applied); err != nil {
 			return false, err
 		}
@@ -290,6 +298,26 @@ func batchDirs(evs []*synclog.Event) []string {
 	return slices.Compact(dirs)
 }
 
+// dirsOf lists the directories of the events from through to (batchDirs).
+func (c *Channel) dirsOf(from, to uint64) ([]string, error) {
+	r, err := c.log.NewReader(from)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var evs []*synclog.Event
+	for {
+		ev, err := r.TryNext()
+		if err != nil {
+			return nil, err
+		}
+		if ev == nil || ev.Seq > to {
+			return batchDirs(evs), nil
+		}
+		evs = append(evs, ev)
+	}
+}
+
 func (c *Channel) resyncMarker() string {
 	return filepath.Join(c.log.Dir(), c.cfg.Name+".resync")
 }
@@ -337,53 +365,6 @@ func (c *Channel) resyncDone(b []byte) error {
 		return err
 	}
 	return nil
-}
-
-// healMissing handles a batch the replica refused because an op names an
-// object it does not have (a rename's source, a file to write or change):
-// it lost it (an administrator, a disk, a resync --delete that raced the
-// delivery), or never got it. Retrying the same batch would fail forever;
-// instead the object becomes pending as one the replica lacks, so the next
-// plan sends it whole from the master, at whatever name the batch's events
-// give it, and drops the op that needed the old copy.
-func (c *Channel) healMissing(err error) error {
-	var pe *wire.ProtoError
-	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeMissing || wire.ValidPath(pe.Path) != nil {
-		return nil
-	}
-	list := c.pending.entries()
-	for _, e := range list {
-		if e.Path == pe.Path && !e.ReplicaHas {
-			return nil // already sent whole, and still missing: report the error as it is
-		}
-	}
-	if st, err := os.Lstat(filepath.Join(c.res.backing, pe.Path)); err == nil && st.IsDir() {
-		// A directory is not sent whole as a file is: resync it (the
-		// request is kept on disk and runs before the next batch).
-		c.logger.Warn("the replica lacks a directory the batch changes; resyncing it from the master",
-			"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
-		return c.askResync([]string{pe.Path})
-	}
-	c.logger.Warn("the replica lacks a file the batch changes; sending it whole from the master",
-		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
-	list = slices.DeleteFunc(slices.Clone(list), func(e pendingEntry) bool { return e.Path == pe.Path })
-	return c.pending.replace(append(list, lacking(c.res.abs(pe.Path), pe.Path)))
-}
-
-// lacking is the pending entry of an object the replica lacks at p, which
-// the backing dir has at abs: with its type, so that a stand-in for it, if
-// the next batch needs one, is of that type.
-func lacking(abs, p string) pendingEntry {
-	e := pendingEntry{Path: p, Made: synclog.OpCreate}
-	var st unix.Stat_t
-	if unix.Lstat(abs, &st) != nil {
-		return e
-	}
-	e.Ino, e.Made = st.Ino, madeOf(st.Mode)
-	if e.Made == synclog.OpSymlink {
-		e.Target, _ = os.Readlink(abs) // none: a file stand-in (standInFor)
-	}
-	return e
 }
 
 // keepVanished makes the objects a resync could not ship, because they
@@ -519,20 +500,29 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 		if err := offer(conn, ops, seq, &st, c.inlineNext); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
-		if err := send(conn, seq, c.wireName, ops, &st); err != nil {
+		owed, err := send(conn, seq, c.wireName, ops, &st)
+		if err != nil {
 			// A copy source the replica offered was gone when it applied
 			// the batch (removed earlier in the same batch): send it all
 			// inline next time rather than fail the same way forever.
 			c.inlineNext = errors.Is(err, wire.ErrLackingGUID)
-			if herr := c.healMissing(err); herr != nil {
-				return herr
-			}
 			if perr := c.passRefused(seq, evs, err); perr != nil {
 				return perr
 			}
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
 		c.inlineNext = false
+		if len(owed) > 0 {
+			// Ops the replica's tree did not allow were skipped: their
+			// paths get the master's present state before the next
+			// batch (resyncDirsIfAsked), asked for durably before the
+			// cursor passes the batch.
+			c.logger.Info("the replica skipped ops its tree did not allow; bringing their paths to the master's state",
+				"channel", c.cfg.Name, "batch", seq, "paths", len(owed), "first", owed[0])
+			if err := c.askResync(owed); err != nil {
+				return err
+			}
+		}
 	}
 	c.refused = refusals{}
 	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {

@@ -56,34 +56,65 @@ func TestAskResyncAddsUp(t *testing.T) {
 	}
 }
 
-// TestHealMissingDirectory: the replica refuses a batch for lack of a
-// directory. A directory cannot be sent whole as a file is (before, it was
-// made pending as a file, and the batch failed again): it is resynced.
-func TestHealMissingDirectory(t *testing.T) {
-	backing := t.TempDir()
-	if err := os.Mkdir(backing+"/b", 0o755); err != nil {
-		t.Fatal(err)
-	}
+// TestOwedPathsAreResynced: the replica skipped ops its tree did not
+// allow and says which paths are owed before its Ack. The batch counts as
+// shipped (no retry, no single-step healing), and those paths are asked
+// for, durably, before the cursor moves past it: they get the master's
+// present state before the next batch.
+func TestOwedPathsAreResynced(t *testing.T) {
 	c := newTestChannel(t)
 	ps, err := openPending(c.log.Dir(), "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.pending, c.res, c.logger = ps, &resolver{backing: backing}, slog.New(slog.NewTextHandler(io.Discard, nil))
-	refused := &wire.ProtoError{Remote: true, Code: wire.CodeMissing, Path: "b", Msg: "setattr b: no such file or directory"}
-	if err := c.healMissing(refused); err != nil {
+	c.pending, c.res, c.logger = ps, &resolver{backing: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil))
+	c.acks = newAckState(0)
+	e := ev("unlink u/tmp/gone")
+	seq, err := c.log.Append(e)
+	if err == nil {
+		err = c.log.Sync(seq)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.pending.entries(); len(got) != 0 {
-		t.Errorf("pending %+v: a directory made pending as a file", got)
+	e.Seq = seq
+	conn := &owingReplica{owed: []string{"u/cur/1:2,S", "u/tmp"}}
+	if err := c.ship(conn, []*synclog.Event{e}); err != nil {
+		t.Fatalf("ship: %v; want the batch taken as applied", err)
+	}
+	if cur, _ := c.log.Cursor("default"); cur != 1 {
+		t.Errorf("cursor %d, want 1", cur)
 	}
 	b, err := os.ReadFile(c.resyncMarker())
 	if err != nil {
 		t.Fatalf("no resync asked for: %v", err)
 	}
-	if dirs, whole := decodeResyncMarker(b); whole || !slices.Equal(dirs, []string{"b"}) {
-		t.Errorf("resync of %q (whole %v), want b", dirs, whole)
+	if dirs, whole := decodeResyncMarker(b); whole || !slices.Equal(dirs, conn.owed) {
+		t.Errorf("resync of %q (whole %v), want %q", dirs, whole, conn.owed)
 	}
+}
+
+// owingReplica answers a batch with Owed{owed} and its Ack.
+type owingReplica struct {
+	owed    []string
+	answers []wire.Message
+}
+
+func (f *owingReplica) Send(m wire.Message) error {
+	if e, ok := m.(*wire.BatchEnd); ok {
+		f.answers = append(f.answers, &wire.Owed{Seq: e.Seq, Paths: f.owed}, &wire.Ack{Seq: e.Seq})
+	}
+	return nil
+}
+func (f *owingReplica) SendData(io.Reader, int64) error { return nil }
+func (f *owingReplica) Flush() error                    { return nil }
+func (f *owingReplica) Recv() (wire.Message, error) {
+	if len(f.answers) == 0 {
+		return nil, io.EOF
+	}
+	m := f.answers[0]
+	f.answers = f.answers[1:]
+	return m, nil
 }
 
 // TestFailbackRetryKeepsItsStart: a failback resync cut short and begun

@@ -496,11 +496,11 @@ func TestAttrsOfObjectMovedBeforeRead(t *testing.T) {
 	}
 }
 
-// TestHealedExchange: the replica refused an exchange because it lacked
-// the other side, y (code missing naming y); healMissing makes y pending as
-// lacking, and the batch planned again must put y in place before the
-// exchange, with the content the master now has for that object: after
-// the exchange on the master, at x.
+// TestHealedExchange: y is pending as an object the replica lacks (a
+// failback's resync found it gone when it read its batch), and the batch
+// with an exchange of x and y must put y in place before the exchange,
+// with the content the master now has for that object: after the exchange
+// on the master, at x.
 func TestHealedExchange(t *testing.T) {
 	spool := t.TempDir()
 	writeFile(t, spool+"/x", "was y")

@@ -55,6 +55,8 @@ type ResyncOptions struct {
 	beforeSend func(seq uint64, unacked int)
 	// beforeResolve, in tests, runs before a batch is read from the spool.
 	beforeResolve func()
+	// owedPass counts the passes over paths the replica skipped ops on.
+	owedPass int
 }
 
 // ResyncReport is the summary `spoolsync resync` prints.
@@ -223,8 +225,55 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		}
 	}
 	rs.report.WireBytes, rs.report.WireBytesIn = wireBytes.Load(), wireBytesIn.Load()
+	if err == nil && len(rs.owed) > 0 {
+		err = rs.settleOwed(ctx)
+	}
 	rs.report.Seconds = time.Since(start).Seconds()
 	return rs.report, err
+}
+
+// maxOwedPasses bounds how many times Resync goes over paths the replica
+// skipped ops on (something changed them there between its manifest and
+// the batch: rolling replication runs beside a resync).
+const maxOwedPasses = 3
+
+// settleOwed resyncs the paths the replica skipped ops on, from a fresh
+// manifest, and adds that to the report; paths still owed after
+// maxOwedPasses are an error (the caller tries again later).
+func (rs *resyncer) settleOwed(ctx context.Context) error {
+	if rs.o.owedPass >= maxOwedPasses {
+		return fmt.Errorf("the replica still skipped ops on %d paths after %d passes (first %s); resync them again", len(rs.owed), maxOwedPasses, rs.owed[0])
+	}
+	o := rs.o
+	o.Paths, o.owedPass = topmost(sortedPaths(rs.owed)), o.owedPass+1
+	if len(o.Paths) > wire.MaxManifestPaths {
+		o.Paths = nil // more than one manifest request names: the whole tree
+	}
+	rep, err := Resync(ctx, o)
+	if rep != nil {
+		r := rs.report
+		r.Different += rep.Different
+		r.Shipped += rep.Shipped
+		r.ContentBytes += rep.ContentBytes
+		r.WireBytes += rep.WireBytes
+		r.WireBytesIn += rep.WireBytesIn
+		r.Dedup += rep.Dedup
+		r.Extra += rep.Extra
+		r.Deleted += rep.Deleted
+		r.Quarantined += rep.Quarantined
+		r.Rescanned += rep.Rescanned
+		r.Errors = append(r.Errors, rep.Errors...)
+		r.vanished = append(r.vanished, rep.vanished...)
+	}
+	return err
+}
+
+// sortedPaths is ps sorted in walk order (topmost needs it), without
+// repeats.
+func sortedPaths(ps []string) []string {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, wire.ComparePaths)
+	return slices.Compact(ps)
 }
 
 // walkLocal sends the entries of the backing dir's subtrees in
@@ -404,6 +453,7 @@ type resyncer struct {
 	gone     []string    // replica directories to remove once their subtree is done
 	extras   []step      // removals of what only the replica has, done last
 	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
+	owed     []string    // paths whose ops the replica skipped (wire.Owed)
 }
 
 type dirFrame struct {
@@ -858,6 +908,10 @@ func (rs *resyncer) recvAnswer() (wire.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if o, ok := m.(*wire.Owed); ok {
+			rs.owed = append(rs.owed, o.Paths...)
+			continue
+		}
 		a, ok := m.(*wire.Ack)
 		if !ok {
 			return m, nil
@@ -872,6 +926,14 @@ func (rs *resyncer) recvAnswer() (wire.Message, error) {
 func (rs *resyncer) settleOldest() error {
 	seq := rs.inflight[0].seq
 	m, err := rs.bconn.Recv()
+	for err == nil {
+		o, ok := m.(*wire.Owed)
+		if !ok {
+			break
+		}
+		rs.owed = append(rs.owed, o.Paths...)
+		m, err = rs.bconn.Recv()
+	}
 	if err != nil {
 		return fmt.Errorf("resync batch %d: %w", seq, err)
 	}

@@ -446,10 +446,11 @@ func byGUID(op shipOp) bool {
 // maxOffer bounds the GUIDs in one Offer message (the protocol's limit).
 const maxOffer = wire.MaxOfferGUIDs
 
-// send writes the batch and waits for its acknowledgement.
-func send(c sender, seq uint64, channel string, ops []shipOp, st *batchStats) error {
+// send writes the batch and waits for its acknowledgement; owed are the
+// paths whose ops the replica skipped (wire.Owed).
+func send(c sender, seq uint64, channel string, ops []shipOp, st *batchStats) (owed []string, err error) {
 	if err := sendBatch(c, seq, channel, ops, st); err != nil {
-		return err
+		return nil, err
 	}
 	return waitAck(c, seq)
 }
@@ -484,16 +485,26 @@ func sendBatch(c sender, seq uint64, channel string, ops []shipOp, st *batchStat
 }
 
 // waitAck waits for the replica to acknowledge batch seq (it does once the
-// batch is durable).
-func waitAck(c sender, seq uint64) error {
-	m, err := c.Recv()
-	if err != nil {
-		return err
+// batch is durable), collecting the paths it says are owed on the way.
+func waitAck(c sender, seq uint64) (owed []string, err error) {
+	for {
+		m, err := c.Recv()
+		if err != nil {
+			return nil, err
+		}
+		switch m := m.(type) {
+		case *wire.Owed:
+			if m.Seq == seq {
+				owed = append(owed, m.Paths...)
+				continue
+			}
+		case *wire.Ack:
+			if m.Seq == seq {
+				return owed, nil
+			}
+		}
+		return nil, fmt.Errorf("batch %d: replica answered %v", seq, m.Type())
 	}
-	if a, ok := m.(*wire.Ack); !ok || a.Seq != seq {
-		return fmt.Errorf("batch %d: replica answered %v", seq, m.Type())
-	}
-	return nil
 }
 
 // content reads op's bytes from its open file, exactly op.size of them:
