@@ -220,6 +220,7 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		// removals, then the times of the directories they changed.
 		err = rs.flush(true)
 		rs.removeExtras()
+		rs.outerTimes()
 		if err == nil {
 			err = rs.flush(true)
 		}
@@ -449,11 +450,12 @@ type resyncer struct {
 	extra    []shipOp // RemoveXattr ops for the next batch
 	watch    map[string]unix.Stat_t
 	links    map[[2]uint64]linkInfo
-	dirs     []dirFrame  // the master directories the walk is in
-	gone     []string    // replica directories to remove once their subtree is done
-	extras   []step      // removals of what only the replica has, done last
-	inflight []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
-	owed     []string    // paths whose ops the replica skipped (wire.Owed)
+	dirs     []dirFrame      // the master directories the walk is in
+	gone     []string        // replica directories to remove once their subtree is done
+	extras   []step          // removals of what only the replica has, done last
+	inflight []*inflight     // batches sent and not yet acknowledged, oldest first (at most 2)
+	owed     []string        // paths whose ops the replica skipped (wire.Owed)
+	outer    map[string]bool // directories outside the walk whose entries changed
 }
 
 type dirFrame struct {
@@ -560,7 +562,8 @@ func (rs *resyncer) leaveDirs(next string) {
 	rs.flushGone(next)
 }
 
-// changed marks the directory holding p as changed.
+// changed marks the directory holding p as changed. A directory outside
+// the walk (that of a path asked for) is remembered in outer.
 func (rs *resyncer) changed(p string) {
 	for i := len(rs.dirs) - 1; i >= 0; i-- {
 		if under(p, rs.dirs[i].path) && p != rs.dirs[i].path {
@@ -568,6 +571,28 @@ func (rs *resyncer) changed(p string) {
 			return
 		}
 	}
+	if d := parent(p); d != "." {
+		if rs.outer == nil {
+			rs.outer = map[string]bool{}
+		}
+		rs.outer[d] = true
+	}
+}
+
+// outerTimes sets again the times of the directories outside the walk
+// whose entries it changed: those holding the paths asked for (a path the
+// replica skipped ops on is resynced alone, and putting it there moved
+// its directory's mtime).
+func (rs *resyncer) outerTimes() {
+	dirs := make([]string, 0, len(rs.outer))
+	for d := range rs.outer {
+		dirs = append(dirs, d)
+	}
+	slices.Sort(dirs)
+	for _, d := range dirs {
+		rs.add(step{kind: stepAttrs, path: d})
+	}
+	rs.outer = nil
 }
 
 func (rs *resyncer) add(s step) {
