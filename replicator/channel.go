@@ -51,6 +51,9 @@ type Channel struct {
 	// markerMu orders the resync requests (askResync: the mount's rescan
 	// after an unclean stop, a replayed batch) with their removal.
 	markerMu sync.Mutex
+	// owesSince is when the resync request on disk was first made by
+	// this process (zero: none, or made before it started).
+	owesSince time.Time
 
 	acks     *ackState // what WaitReplicated waits on (syncmode.go)
 	syncMode bool      // sync_mode sync
@@ -261,6 +264,9 @@ func (c *Channel) askResync(dirs []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := os.Stat(c.resyncMarker()); errors.Is(err, os.ErrNotExist) {
+		c.owesSince = time.Now()
+	}
 	if err := durable.WriteFile(c.resyncMarker(), b, 0o600); err != nil {
 		return fmt.Errorf("replicator: %w", err)
 	}
@@ -364,6 +370,7 @@ func (c *Channel) resyncDone(b []byte) error {
 	if err := os.Remove(c.resyncMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	c.owesSince = time.Time{}
 	return nil
 }
 

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
@@ -179,5 +181,43 @@ func TestBatchDirs(t *testing.T) {
 	want := []string{"u/a", "u/b", "u/c/new", "u/c/tmp", "u/d"}
 	if got := batchDirs(evs); !slices.Equal(got, want) {
 		t.Errorf("batchDirs = %q, want %q", got, want)
+	}
+}
+
+// TestOwesSaysWhatAndSince: a channel that owes the replica a resync says
+// which and since when — the first request's time, not the last one's —
+// and says nothing once it is done.
+func TestOwesSaysWhatAndSince(t *testing.T) {
+	c := newTestChannel(t)
+	if what, _ := c.owes(); what != "" {
+		t.Fatalf("a new channel owes %q", what)
+	}
+	before := time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.askResync([]string{"u/a/cur", "u/b"}))
+	what, since := c.owes()
+	if !strings.Contains(what, "2 paths (u/a/cur, u/b)") || since.Before(before) || time.Since(since) > time.Minute {
+		t.Errorf("owes %q since %v; want the 2 paths, since the request", what, since)
+	}
+	time.Sleep(10 * time.Millisecond)
+	must(c.askResync([]string{"u/c", "u/d", "u/e"}))
+	what, since2 := c.owes()
+	if !strings.Contains(what, "5 paths (u/a/cur, u/b, u/c and 2 more)") || !since2.Equal(since) {
+		t.Errorf("owes %q since %v; want 5 paths since the first request (%v)", what, since2, since)
+	}
+	b, err := os.ReadFile(c.resyncMarker())
+	must(err)
+	must(c.resyncDone(b))
+	if what, _ := c.owes(); what != "" {
+		t.Errorf("owes %q after the resync was done", what)
+	}
+	must(os.WriteFile(c.failbackMarker(), []byte("0 0\n"), 0o600))
+	if what, _ := c.owes(); !strings.Contains(what, "whole tree") {
+		t.Errorf("owes %q with a failback pending; want the whole tree", what)
 	}
 }

@@ -154,6 +154,11 @@ type ChannelStatus struct {
 	DedupHits     uint64    `json:"dedup_hits"`
 	LastAck       time.Time `json:"last_ack,omitzero"`
 	LastBatchTime float64   `json:"last_batch_seconds"`
+	// Owes is work the channel owes the replica beyond its backlog (a
+	// resync asked for and not yet done), OwesSince since when; "" when
+	// none. A replica is not in sync while a channel owes it anything.
+	Owes      string    `json:"owes,omitempty"`
+	OwesSince time.Time `json:"owes_since,omitzero"`
 }
 
 func (c *Channel) connected(s wire.Session) {
@@ -197,6 +202,7 @@ func (r *Replicator) Status() []ChannelStatus {
 		c.mu.Unlock()
 		st.WireBytes = c.wireBytes.Load()
 		st.SyncMode = c.syncState()
+		st.Owes, st.OwesSince = c.owes()
 		cursor, _ := r.log.Cursor(c.cfg.Name)
 		st.ShippedSeq, st.LastSeq = cursor, last
 		if last > cursor {

@@ -67,6 +67,9 @@ func runStatus(args []string) error {
 		if c.Quarantined > 0 {
 			fmt.Printf("%s: failback moved %d files only the old master held to the replica's quarantine (spoolsync quarantine list --root on that host)\n", c.Name, c.Quarantined)
 		}
+		if c.Owes != "" {
+			fmt.Printf("%s: OWES the replica %s, asked for %s ago; not in sync until it is done\n", c.Name, c.Owes, time.Since(c.OwesSince).Round(time.Second))
+		}
 		if c.LastError != "" {
 			fmt.Printf("%s: last error %s ago: %s\n", c.Name, time.Since(c.LastErrorTime).Round(time.Second), c.LastError)
 		}
