@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -75,6 +76,32 @@ func (p *pair) waitSyncedSub(t *testing.T, sub string) {
 	}
 	st, _ := readStatus(filepath.Join(p.m.state, "log"))
 	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr)
+}
+
+// syncedWithin waits until deadline for the mount to report no backlog
+// and nothing owed on its channel and the trees to be identical; the
+// error says what still differs.
+func (p *pair) syncedWithin(deadline time.Time) error {
+	var last string
+	for {
+		st, err := readStatus(filepath.Join(p.m.state, "log"))
+		switch {
+		case err != nil:
+			last = err.Error()
+		case len(st) != 1 || st[0].BacklogEvents != 0 || st[0].Owes != "":
+			last = fmt.Sprintf("status %+v", st)
+		default:
+			diffs, err := treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{fence.Dir, fence.QuarantineDir}, DirMtimes: true})
+			if err == nil && len(diffs) == 0 {
+				return nil
+			}
+			last = fmt.Sprintf("%d differences (%v):\n%s", len(diffs), err, strings.Join(diffs[:min(len(diffs), 50)], "\n"))
+		}
+		if time.Now().After(deadline) {
+			return errors.New(last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitStatus polls the mount's status until its one channel satisfies ok,
