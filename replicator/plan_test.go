@@ -588,3 +588,32 @@ func resolvePending(t *testing.T, spool string, pending []pendingEntry, events .
 	t.Cleanup(func() { closeFiles(ops) })
 	return ops, pending
 }
+
+// TestRescannedHardLinksAreLinked: the rescan after an unclean stop puts
+// every name of a file it finds changed — here both names of a message a
+// maildir move left under two names when the mount was killed. The second
+// name must be linked to the first, not put as a copy: the replica would
+// otherwise hold two files for good (TestDovecotCrashes found it).
+func TestRescannedHardLinksAreLinked(t *testing.T) {
+	spool := t.TempDir()
+	writeFile(t, spool+"/a", "one message")
+	if err := os.Link(spool+"/a", spool+"/b"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, spool+"/c", "another")
+	rescan := func(p string) *synclog.Event { return &synclog.Event{Op: synclog.OpRescan, Path: p} }
+	ops, _ := resolveEvents(t, spool, rescan("a"), rescan("b"), rescan("c"))
+	defer closeFiles(ops)
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.Put:
+			got = append(got, "Put "+m.Path)
+		case *wire.Link:
+			got = append(got, "Link "+m.Existing+" "+m.New)
+		}
+	}
+	if want := []string{"Put a", "Link a b", "Put c"}; !slices.Equal(got, want) {
+		t.Errorf("ops %q, want %q", got, want)
+	}
+}

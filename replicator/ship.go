@@ -38,6 +38,9 @@ type shipOp struct {
 	ranges []wire.Range
 	guid   guid.GUID // Put of a regular file
 	vanish bool      // Put whose source was gone: keep it pending
+	// linkID is the inode of a Put's file when it has other names, so
+	// that a batch putting several of them links them (resolve).
+	linkID uint64
 }
 
 // batchStats are what one batch cost, for status and metrics.
@@ -69,6 +72,12 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 	defer t.close()
 	var ops []shipOp
 	var pending []pendingEntry
+	// putAt is where this batch put each multiply-linked file so far: a
+	// later put of the same inode under another name (the rescan after an
+	// unclean stop puts every name of a file it finds changed, and a
+	// maildir move leaves a file under two names for a moment) links that
+	// name to it, or the replica would hold separate copies for good.
+	putAt := map[uint64]string{}
 	for _, s := range steps {
 		if s.path == "." {
 			continue // the root's own attributes: the replica root is the administrator's
@@ -107,6 +116,14 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 					pending = append(pending, pendingEntry{Path: s.src, Ino: s.ino, Made: s.made, Target: s.target})
 				}
 				continue
+			}
+			if op.linkID != 0 {
+				if first, ok := putAt[op.linkID]; ok && first != s.path {
+					closeFiles([]shipOp{op})
+					ops = append(ops, shipOp{msg: &wire.Link{Existing: first, New: s.path}})
+					continue
+				}
+				putAt[op.linkID] = s.path
 			}
 			ops = append(ops, op)
 			ops = append(ops, setXattrs(s.path, t.xattrs(s.src), false)...)
@@ -217,6 +234,9 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 		p := &wire.Put{Path: s.path, Content: wire.ContentInline, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid,
 			Mtime: mtime(st), Size: uint64(st.Size)}
 		op := shipOp{msg: p, file: f, src: s.src, size: st.Size}
+		if st.Nlink > 1 {
+			op.linkID = st.Ino
+		}
 		if r.mode != guid.None {
 			g, err := r.cache.HashFD(f, r.mode)
 			if err != nil {

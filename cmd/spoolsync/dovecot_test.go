@@ -220,13 +220,16 @@ func TestDovecotCrashes(t *testing.T) {
 		} else {
 			p.server.cmd.Process.Kill()
 			<-p.server.done
-			time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+			// Down for a while, as a server restarted by hand or by its
+			// supervisor is: mail goes on and batches queue up, naming
+			// maildir names the restart's resync will find gone.
+			time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
 			p.server = restartServer(t, p.r, p.addr)
 		}
 		restarted := time.Now()
 		// Mail goes on a moment after the restart, then stops so that
 		// the trees can be compared.
-		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
 		close(stop)
 		next = <-done
 		if err := p.syncedWithin(restarted.Add(30 * time.Second)); err != nil {
