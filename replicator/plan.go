@@ -232,6 +232,8 @@ func (p *planner) add(ev *synclog.Event) {
 		p.dirs[parent(ev.Path)] = true
 		l := p.newLineage(ev.Path, true, true)
 		l.inOrder = true
+		l.learnIno(ev.Ino)
+		l.made = synclog.OpMkdir
 		l.puts = append(l.puts, p.emit(step{kind: stepMkdir, path: ev.Path}))
 	case synclog.OpWrite, synclog.OpTruncate:
 		l := p.track(ev.Path)

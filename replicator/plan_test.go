@@ -617,3 +617,47 @@ func TestRescannedHardLinksAreLinked(t *testing.T) {
 		t.Errorf("ops %q, want %q", got, want)
 	}
 }
+
+// TestMkdirOfMovedDirectory: a directory made in the batch and moved by
+// an event after it (the name the batch ends with is gone when it is
+// read) is made, for its children, but its attributes wait, pending, for
+// the batch that moves it: before, the Mkdir carried mtime 0 and root's
+// owner, and fsstress left 106 directories at the epoch (issue 14).
+// A directory read at its name gets its xattrs with the Mkdir: made, given
+// an xattr and moved at once, nothing else carries them.
+func TestMkdirOfMovedDirectory(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.Mkdir(spool+"/kept", 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(spool+"/kept", "user.t", []byte("N"), 0); err != nil {
+		t.Fatal(err)
+	}
+	moved, kept := ev("mkdir moved"), ev("mkdir kept")
+	moved.Ino, kept.Ino = 12345678, inoOf(t, spool+"/kept")
+	ops, pending := resolveEvents(t, spool, moved, kept)
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.Mkdir:
+			got = append(got, fmt.Sprintf("Mkdir %s %o %v", m.Path, m.Mode, m.Mtime != 0))
+		case *wire.SetXattr:
+			got = append(got, "SetXattr "+m.Path+" "+m.Name)
+		}
+	}
+	if want := []string{"Mkdir moved 700 false", "Mkdir kept 750 true", "SetXattr kept user.t"}; !slices.Equal(got, want) {
+		t.Errorf("ops %q, want %q", got, want)
+	}
+	if len(pending) != 1 || pending[0].Path != "moved" || !pending[0].AttrsOnly || pending[0].Ino != moved.Ino {
+		t.Errorf("pending %+v, want the moved directory's attributes", pending)
+	}
+}
+
+func inoOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}

@@ -141,11 +141,28 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			}
 			ops = append(ops, op)
 		case stepMkdir:
-			m := &wire.Mkdir{Path: s.path, Mode: 0o755}
-			if st, err := t.lstat(s.src); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				m.Mode, m.UID, m.GID, m.Mtime = st.Mode&07777, st.Uid, st.Gid, mtime(st)
+			st, err := t.lstat(s.src)
+			if s.src != "" && err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && t.sameObject(st, s.ino) {
+				m := &wire.Mkdir{Path: s.path, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}
+				ops = append(ops, shipOp{msg: m})
+				// Its xattrs too: set right after the mkdir and moved
+				// at once, nothing else would carry them (issue 14).
+				ops = append(ops, setXattrs(s.path, t.xattrs(s.src), false)...)
+				continue
+			}
+			// Gone from its final name by the time the batch is read
+			// (moved or removed by later events). Its children in the
+			// batch need it; its attributes wait, pending, for the
+			// batch of the event that moved it — not the epoch and
+			// root's, which a Mkdir without them would leave for good.
+			m := &wire.Mkdir{Path: s.path, Mode: 0o700}
+			if cur, err := t.lstat(s.path); err == nil && cur.Mode&unix.S_IFMT == unix.S_IFDIR {
+				m.Mode, m.UID, m.GID, m.Mtime = cur.Mode&07777, cur.Uid, cur.Gid, mtime(cur)
 			}
 			ops = append(ops, shipOp{msg: m})
+			if s.src != "" {
+				pending = append(pending, pendingEntry{Path: s.src, ReplicaHas: true, AttrsOnly: true, Ino: s.ino, Made: synclog.OpMkdir})
+			}
 		case stepRmdir:
 			ops = append(ops, shipOp{msg: &wire.Rmdir{Path: s.path}})
 		case stepUnlink:

@@ -165,7 +165,7 @@ func (c *comparer) entry(p string, inA, inB bool) error {
 			return err
 		}
 		if ta != tb {
-			c.add("%s: symlink target %q vs %q", p, ta, tb)
+			c.add("%s: symlink target %.80q vs %.80q", p, ta, tb)
 		}
 		return nil // symlinks carry no xattrs a user can set
 	case unix.S_IFREG:
