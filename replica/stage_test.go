@@ -169,3 +169,33 @@ func TestQuarantine(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHolesStayHoles: a sparse file's content — holes arrive as zeros —
+// lands with its holes, staged or put, and a file that ends in a hole
+// keeps its size (issue 14: sparse files took 3.7× the blocks here).
+func TestHolesStayHoles(t *testing.T) {
+	const hole = 8 << 20
+	content := strings.Repeat("\x00", hole) + "data after the hole" + strings.Repeat("\x00", hole)
+	tc := newTestCase(t)
+	tc.batch(func(txn *Txn) error {
+		s, err := tc.s.Stage(Meta{Mode: 0o600}, fill(content))
+		if err != nil {
+			return err
+		}
+		if err := tc.s.SyncStaged(); err != nil {
+			return err
+		}
+		if err := txn.PutStaged("staged", s); err != nil {
+			return err
+		}
+		return txn.Put("put", Meta{Mode: 0o600}, str(content))
+	})
+	for _, p := range []string{"staged", "put"} {
+		if tc.read(p) != content {
+			t.Errorf("%s: content differs", p)
+		}
+		if st := tc.lstat(p); st.Blocks*512 > 1<<20 {
+			t.Errorf("%s: %d KiB allocated for %d KiB of data, the rest holes; want the holes kept", p, st.Blocks/2, len("data after the hole")/1024)
+		}
+	}
+}
