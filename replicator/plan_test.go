@@ -661,3 +661,31 @@ func inoOf(t *testing.T, p string) uint64 {
 	}
 	return st.Ino
 }
+
+// TestNoLinkAcrossTreeOps: a put links a name to an earlier put of the
+// same inode only when no rename, link or removal came between: after
+// one, the earlier name may hold another object on the replica (fsstress
+// with exchanges linked two files that way).
+func TestNoLinkAcrossTreeOps(t *testing.T) {
+	spool := t.TempDir()
+	writeFile(t, spool+"/a", "one")
+	if err := os.Link(spool+"/a", spool+"/b"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, spool+"/z", "other")
+	r := &resolver{backing: spool}
+	ops, _, err := r.resolve([]step{
+		{kind: stepPut, path: "a", src: "a"},
+		{kind: stepRename, path: "a", path2: "z", flags: unix.RENAME_EXCHANGE},
+		{kind: stepPut, path: "b", src: "b"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(ops)
+	for _, op := range ops {
+		if m, ok := op.msg.(*wire.Link); ok {
+			t.Errorf("link %s -> %s across an exchange", m.Existing, m.New)
+		}
+	}
+}

@@ -79,6 +79,12 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 	// name to it, or the replica would hold separate copies for good.
 	putAt := map[uint64]string{}
 	for _, s := range steps {
+		switch s.kind {
+		case stepRename, stepLink, stepUnlink, stepRmdir, stepQuarantine:
+			// A name put before may hold another object from here on
+			// (an exchange, a rename over it): link only to puts since.
+			clear(putAt)
+		}
 		if s.path == "." {
 			continue // the root's own attributes: the replica root is the administrator's
 		}
