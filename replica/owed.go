@@ -10,6 +10,9 @@ import (
 	"spoolsync/wire"
 )
 
+// errNotRegular: an op on a file found something else at its name.
+var errNotRegular = errors.New("not a regular file")
+
 // Unmet reports whether err, returned by an op of a Txn, means that the
 // op's precondition does not hold on the tree: its object is gone, a name
 // is in the way (another type, a non-empty directory), or a directory
@@ -23,7 +26,13 @@ func Unmet(err error) bool {
 	if !errors.As(err, &re) || errors.Is(err, ErrBadPath) || errors.Is(err, ErrOutsideRoot) || errors.Is(err, ErrTxnDone) {
 		return false
 	}
-	for _, e := range []unix.Errno{unix.ENOENT, unix.EEXIST, unix.ENOTEMPTY, unix.EISDIR, unix.ENOTDIR, unix.EINVAL} {
+	if errors.Is(err, errNotRegular) {
+		return true
+	}
+	// ELOOP: the final name is a symlink where the op wants a file (a
+	// symlink on the way to it is ErrOutsideRoot, refused above); ENXIO:
+	// it is a fifo, which a non-blocking open for writing meets so.
+	for _, e := range []unix.Errno{unix.ENOENT, unix.EEXIST, unix.ENOTEMPTY, unix.EISDIR, unix.ENOTDIR, unix.EINVAL, unix.ELOOP, unix.ENXIO} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -274,6 +274,9 @@ func TestUnmetOpsAreOwed(t *testing.T) {
 		{"attributes of a missing file", []op{{m: &wire.SetAttr{Path: "gone", Mask: wire.AttrMode, Mode: 0o600}}}, []string{"gone"}},
 		{"rmdir of a directory not empty", []op{{m: &wire.Mkdir{Path: "d", Mode: 0o755}}, put("d/f", "x"), {m: &wire.Rmdir{Path: "d"}}}, []string{"d"}},
 		{"mkdir where a file is", []op{put("f", "x"), {m: &wire.Mkdir{Path: "f", Mode: 0o755}}}, []string{"f"}},
+		// TestRandomOps: the batch was refused, three times, then passed.
+		{"write to a symlink", []op{{m: &wire.Symlink{Path: "gone", Target: "x"}}, wr}, []string{"gone"}},
+		{"write to a fifo", []op{{m: &wire.Mknod{Path: "gone", Kind: wire.KindFIFO, Mode: 0o600}}, wr}, []string{"gone"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
