@@ -65,7 +65,7 @@ func (t *Txn) applyMeta(par parent, mask Attr, meta Meta) error {
 	} else if mask&AttrMode != 0 && mask != AttrAll {
 		// An explicit chmod of a symlink: Linux has no symlink modes and
 		// chmod(2) would follow it, so it cannot be what the master did.
-		return fmt.Errorf("chmod: is a symlink, which is never followed: %w", unix.EOPNOTSUPP)
+		return fmt.Errorf("chmod: is a symlink, which is never followed: %w (%w)", unix.EOPNOTSUPP, errWrongType)
 	}
 	if mask&AttrXattrs != 0 && meta.Xattrs != nil {
 		if err := setXattrsExact(par, meta.Xattrs); err != nil {

@@ -198,6 +198,10 @@ func (t *Txn) link(oldp, newp string) error {
 		return oerr
 	case nerr == nil && idOf(&ost) == idOf(&nst):
 		return nil // already done
+	case ost.Mode&unix.S_IFMT == unix.S_IFDIR:
+		// The master linked a file: a directory here is in its way
+		// (link(2) would fail with EPERM).
+		return fmt.Errorf("is a directory: %w", errWrongType)
 	}
 	oldValid := t.indexValid(op, oldp)
 	name := t.tempName()

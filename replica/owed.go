@@ -10,8 +10,10 @@ import (
 	"spoolsync/wire"
 )
 
-// errNotRegular: an op on a file found something else at its name.
-var errNotRegular = errors.New("not a regular file")
+// errWrongType: an op found another type of entry at its name than it
+// acts on (a symlink or fifo where it writes a file, a directory where it
+// links one).
+var errWrongType = errors.New("another type of entry is at the name")
 
 // Unmet reports whether err, returned by an op of a Txn, means that the
 // op's precondition does not hold on the tree: its object is gone, a name
@@ -26,7 +28,7 @@ func Unmet(err error) bool {
 	if !errors.As(err, &re) || errors.Is(err, ErrBadPath) || errors.Is(err, ErrOutsideRoot) || errors.Is(err, ErrTxnDone) {
 		return false
 	}
-	if errors.Is(err, errNotRegular) {
+	if errors.Is(err, errWrongType) {
 		return true
 	}
 	// ELOOP: the final name is a symlink where the op wants a file (a

@@ -276,6 +276,8 @@ func TestUnmetOpsAreOwed(t *testing.T) {
 		{"mkdir where a file is", []op{put("f", "x"), {m: &wire.Mkdir{Path: "f", Mode: 0o755}}}, []string{"f"}},
 		// TestRandomOps: the batch was refused, three times, then passed.
 		{"write to a symlink", []op{{m: &wire.Symlink{Path: "gone", Target: "x"}}, wr}, []string{"gone"}},
+		{"link of a directory", []op{{m: &wire.Mkdir{Path: "d", Mode: 0o755}}, {m: &wire.Link{Existing: "d", New: "b"}}}, []string{"b", "d"}},
+		{"chmod of a symlink", []op{{m: &wire.Symlink{Path: "s", Target: "x"}}, {m: &wire.SetAttr{Path: "s", Mask: wire.AttrMode, Mode: 0o600}}}, []string{"s"}},
 		{"write to a fifo", []op{{m: &wire.Mknod{Path: "gone", Kind: wire.KindFIFO, Mode: 0o600}}, wr}, []string{"gone"}},
 	}
 	for _, c := range cases {
