@@ -41,6 +41,7 @@ type Channel struct {
 	res      *resolver
 	logger   *slog.Logger
 	pending  *pendingStore
+	ahead    *aheadStore // subtrees a resync brought ahead of the cursor
 
 	mu sync.Mutex
 	st ChannelStatus
@@ -346,6 +347,11 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resync of the directories asked for: %w", err)
 	}
+	// Those subtrees now stand for every event logged by the end of the
+	// resync: older tree ops on them are not replayed (aheadStore).
+	if err := c.ahead.add(dirs, c.log.DurableSeq()); err != nil {
+		return err
+	}
 	if err := c.keepVanished(rep); err != nil {
 		return err
 	}
@@ -433,6 +439,13 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 	if err != nil {
 		return err
 	}
+	// The events from start on are replayed after it, on a tree the walk
+	// read later: their tree ops up to its end must not act on what it
+	// already moved (a replayed exchange swaps back), so their paths are
+	// owed instead (aheadStore).
+	if err := c.ahead.add(nil, c.log.DurableSeq()); err != nil {
+		return err
+	}
 	// Before the cursor moves past the events that created them.
 	if err := c.keepVanished(rep); err != nil {
 		return err
@@ -491,7 +504,8 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	for _, ev := range evs {
 		p.add(ev)
 	}
-	ops, vanished, err := c.res.resolve(p.finish())
+	steps, staleOwed := c.ahead.stale(p.finish())
+	ops, vanished, err := c.res.resolve(steps)
 	if err != nil {
 		return fmt.Errorf("batch %d: %w", seq, err)
 	}
@@ -503,11 +517,13 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	}
 	defer closeFiles(ops)
 	var st batchStats
+	owed := staleOwed
 	if len(ops) > 0 {
 		if err := offer(conn, ops, seq, &st, c.inlineNext); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
-		owed, err := send(conn, seq, c.wireName, ops, &st)
+		skipped, err := send(conn, seq, c.wireName, ops, &st)
+		owed = append(owed, skipped...)
 		if err != nil {
 			// A copy source the replica offered was gone when it applied
 			// the batch (removed earlier in the same batch): send it all
@@ -519,20 +535,24 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 			return fmt.Errorf("batch %d: %w", seq, err)
 		}
 		c.inlineNext = false
-		if len(owed) > 0 {
-			// Ops the replica's tree did not allow were skipped: their
-			// paths get the master's present state before the next
-			// batch (resyncDirsIfAsked), asked for durably before the
-			// cursor passes the batch.
-			c.logger.Info("the replica skipped ops its tree did not allow; bringing their paths to the master's state",
-				"channel", c.cfg.Name, "batch", seq, "paths", len(owed), "first", owed[0])
-			if err := c.askResync(owed); err != nil {
-				return err
-			}
+	}
+	if len(owed) > 0 {
+		// Ops the replica's tree did not allow were skipped, or ops older
+		// than a resync of their paths were not sent: their paths get
+		// the master's present state before the next batch
+		// (resyncDirsIfAsked), asked for durably before the cursor
+		// passes the batch.
+		c.logger.Info("the replica skipped ops its tree did not allow; bringing their paths to the master's state",
+			"channel", c.cfg.Name, "batch", seq, "paths", len(owed), "first", owed[0], "older_than_a_resync", len(staleOwed))
+		if err := c.askResync(sortedPaths(owed)); err != nil {
+			return err
 		}
 	}
 	c.refused = refusals{}
 	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {
+		return err
+	}
+	if err := c.ahead.passed(seq); err != nil {
 		return err
 	}
 	if err := c.pending.replace(vanished); err != nil {

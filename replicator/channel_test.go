@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"spoolsync/replicator/synclog"
 	"spoolsync/wire"
 )
@@ -164,7 +166,52 @@ func newTestChannel(t *testing.T) *Channel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lg.Close() })
-	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	ah, err := openAhead(lg.Dir(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg, ahead: ah}
+}
+
+// TestOldTreeOpsOnResyncedPathsAreOwed: after a resync brought a subtree
+// to the master's state at log position 10, a batch still holding older
+// events must not replay their renames, exchanges, links and removals
+// there (a replayed exchange swaps back, a rename moves a newer object):
+// their paths are owed instead. Newer ops, and ops elsewhere, go as they
+// are; once the cursor passes 10, nothing is held back (and the record
+// survives a restart until then).
+func TestOldTreeOpsOnResyncedPathsAreOwed(t *testing.T) {
+	c := newTestChannel(t)
+	if err := c.ahead.add([]string{"u/a"}, 10); err != nil {
+		t.Fatal(err)
+	}
+	steps := []step{
+		{kind: stepRename, path: "u/a/x", path2: "u/b/x", flags: unix.RENAME_EXCHANGE, seq: 9},
+		{kind: stepUnlink, path: "u/b/y", seq: 9},
+		{kind: stepLink, path: "u/c/z", path2: "u/a/z", seq: 10},
+		{kind: stepRename, path: "u/a/w", path2: "u/a/v", seq: 11},
+		{kind: stepPut, path: "u/a/p", src: "u/a/p", seq: 5},
+	}
+	kept, owed := c.ahead.stale(slices.Clone(steps))
+	if want := []string{"u/a/x", "u/b/x", "u/c/z", "u/a/z"}; !slices.Equal(owed, want) {
+		t.Errorf("owed %q, want %q", owed, want)
+	}
+	if len(kept) != 3 || kept[0].path != "u/b/y" || kept[1].path != "u/a/w" || kept[2].kind != stepPut {
+		t.Errorf("kept %v, want the unlink elsewhere, the newer rename and the put", kept)
+	}
+	again, err := openAhead(c.log.Dir(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, owed := again.stale(slices.Clone(steps)); len(owed) != 4 {
+		t.Errorf("after a restart: owed %q, want the same 4 paths", owed)
+	}
+	if err := c.ahead.passed(10); err != nil {
+		t.Fatal(err)
+	}
+	if kept, owed := c.ahead.stale(slices.Clone(steps)); len(owed) != 0 || len(kept) != len(steps) {
+		t.Errorf("past the resync: kept %d of %d steps, owed %q", len(kept), len(steps), owed)
+	}
 }
 
 // TestBatchDirs: the directories a batch touches are its paths' and its

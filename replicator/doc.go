@@ -98,7 +98,13 @@
 //     do is replaced by the present;
 //   - an Ack lost with a crash of either side loses the owed list (the
 //     replica does not keep it): the batches the replica says it applied
-//     beyond the cursor have their directories resynced instead.
+//     beyond the cursor have their directories resynced instead;
+//   - a resync (of owed paths, of a replayed batch's directories, a
+//     first contact's or a failback's) reads the tree as it is, while the
+//     batches after the cursor still hold older events. Their renames,
+//     exchanges, links and removals on the resynced subtrees are not sent
+//     but owed (ahead.go): replayed there, an exchange would swap back and
+//     a rename move a newer object over an older one's name.
 //
 // What is no precondition of the tree still fails the batch and is sent
 // again after a backoff: a disk error or a full disk on the replica, a

@@ -70,6 +70,10 @@ type step struct {
 	// quarantine is never dropped: what the old master alone held must
 	// leave the live tree.)
 	extra bool
+	// seq is the log position of the event that emitted the step (0 in
+	// a resync's plan): a tree op older than a resync of its paths is not
+	// replayed on them (aheadStore).
+	seq uint64
 }
 
 // pendingEntry is an object whose content a batch could not ship because it
@@ -149,6 +153,7 @@ type planner struct {
 	byPath map[string]*lineage
 	all    []*lineage
 	dirs   map[string]bool // directories whose entries changed
+	seq    uint64          // the event being added, for the steps it emits
 }
 
 func newPlanner(pending []pendingEntry) *planner {
@@ -197,6 +202,7 @@ func (p *planner) newLineage(path string, created, isDir bool) *lineage {
 }
 
 func (p *planner) emit(s step) int {
+	s.seq = p.seq
 	p.steps = append(p.steps, s)
 	return len(p.steps) - 1
 }
@@ -216,6 +222,7 @@ func parent(path string) string {
 
 // add applies one event.
 func (p *planner) add(ev *synclog.Event) {
+	p.seq = ev.Seq
 	switch ev.Op {
 	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod, synclog.OpRescan:
 		p.dirs[parent(ev.Path)] = true

@@ -67,7 +67,12 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			cache.Close()
 			return nil, err
 		}
-		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
+		ah, err := openAhead(lg.Dir(), cc.Name)
+		if err != nil {
+			cache.Close()
+			return nil, err
+		}
+		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps, ahead: ah,
 			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
 			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}})
 	}
