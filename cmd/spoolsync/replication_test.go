@@ -75,7 +75,7 @@ func (p *pair) waitSyncedSub(t *testing.T, sub string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st, _ := readStatus(filepath.Join(p.m.state, "log"))
-	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr)
+	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s\nserver log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr, p.server.stderr)
 }
 
 // syncedWithin waits until deadline for the mount to report no backlog
