@@ -52,18 +52,27 @@ func openAhead(dir, channel string) (*aheadStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &as.a); err != nil {
-		// Damaged: the whole tree up to the end of the log is the safe
-		// reading (its steps become owed paths; nothing is lost).
-		as.a = ahead{UpTo: ^uint64(0) >> 1, Whole: true}
+	as.a = decodeAhead(b)
+	return as, nil
+}
+
+// decodeAhead reads an ahead record. A damaged one reads as the whole
+// tree up to the end of any log: the safe reading, whose cost is that
+// tree ops become owed paths until the cursor passes it (nothing is lost).
+func decodeAhead(b []byte) ahead {
+	var a ahead
+	if err := json.Unmarshal(b, &a); err != nil {
+		return ahead{UpTo: ^uint64(0) >> 1, Whole: true}
 	}
-	for _, p := range as.a.Paths {
+	for _, p := range a.Paths {
 		if wire.ValidPath(p) != nil {
-			as.a = ahead{UpTo: as.a.UpTo, Whole: true}
-			break
+			return ahead{UpTo: max(a.UpTo, 1), Whole: true}
 		}
 	}
-	return as, nil
+	if len(a.Paths) == 0 && a.UpTo != 0 {
+		a.Whole = true
+	}
+	return a
 }
 
 // add records that paths (nil: the whole tree) stand for every event up
