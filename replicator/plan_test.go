@@ -689,3 +689,37 @@ func TestNoLinkAcrossTreeOps(t *testing.T) {
 		}
 	}
 }
+
+// TestSymlinkPutLeavesAtime: shipping a symlink made in the batch takes
+// its target from the event, not from readlink(2), which would move the
+// symlink's atime on the master (issue 14).
+func TestSymlinkPutLeavesAtime(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.Symlink("some/target", spool+"/l"); err != nil {
+		t.Fatal(err)
+	}
+	old := unix.NsecToTimespec(1e18)
+	// atime before mtime: with relatime, a readlink would update it.
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, spool+"/l", []unix.Timespec{old, unix.NsecToTimespec(2e18)}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
+	e := ev("symlink l some/target")
+	e.Ino = inoOf(t, spool+"/l")
+	ops, _ := resolveEvents(t, spool, e)
+	var got string
+	for _, op := range ops {
+		if m, ok := op.msg.(*wire.Symlink); ok {
+			got = m.Target
+		}
+	}
+	if got != "some/target" {
+		t.Errorf("symlink target %q, want some/target", got)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(spool+"/l", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Atim != old {
+		t.Errorf("symlink atime moved to %v by shipping it, want %v", st.Atim, old)
+	}
+}

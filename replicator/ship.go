@@ -271,9 +271,15 @@ func (r *resolver) put(t *tree, s step) (shipOp, error) {
 		}
 		return op, nil
 	case unix.S_IFLNK:
-		target, err := t.readlink(s.src)
-		if err != nil {
-			return shipOp{vanish: true}, nil
+		// A symlink's target never changes, and the event that made it
+		// carries it: readlink(2) would move the symlink's atime on the
+		// master (issue 14), so it is only the fallback.
+		target := s.target
+		if s.made != synclog.OpSymlink || target == "" {
+			var err error
+			if target, err = t.readlink(s.src); err != nil {
+				return shipOp{vanish: true}, nil
+			}
 		}
 		return shipOp{msg: &wire.Symlink{Path: s.path, Target: target, UID: st.Uid, GID: st.Gid, Mtime: mtime(st)}}, nil
 	case unix.S_IFIFO:
