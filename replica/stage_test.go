@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStaged: staged files land by rename in op order after one sync, and
@@ -197,5 +198,25 @@ func TestHolesStayHoles(t *testing.T) {
 		if st := tc.lstat(p); st.Blocks*512 > 1<<20 {
 			t.Errorf("%s: %d KiB allocated for %d KiB of data, the rest holes; want the holes kept", p, st.Blocks/2, len("data after the hole")/1024)
 		}
+	}
+}
+
+// TestSetAttrAlreadyMatching: attributes the entry already has are not set
+// again, so its ctime — which the GUID index checks a copy source by —
+// does not move for nothing.
+func TestSetAttrAlreadyMatching(t *testing.T) {
+	tc := newTestCase(t)
+	m := Meta{Mode: 0o640, Mtime: 1e18, Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	tc.batch(func(txn *Txn) error { return txn.Put("f", m, str("content")) })
+	before := tc.lstat("f")
+	time.Sleep(20 * time.Millisecond)
+	tc.batch(func(txn *Txn) error { return txn.SetAttr("f", AttrMode|AttrOwner|AttrMtime, m) })
+	if after := tc.lstat("f"); after.Ctim != before.Ctim {
+		t.Errorf("ctime moved from %v to %v by setting the attributes the file had", before.Ctim, after.Ctim)
+	}
+	m.Mode = 0o600
+	tc.batch(func(txn *Txn) error { return txn.SetAttr("f", AttrMode|AttrOwner|AttrMtime, m) })
+	if st := tc.lstat("f"); st.Mode&0o7777 != 0o600 || st.Mtim.Nano() != 1e18 {
+		t.Errorf("mode %o mtime %d, want 600 and 1e18", st.Mode&0o7777, st.Mtim.Nano())
 	}
 }
