@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -658,7 +659,9 @@ func (ps *pendingStore) entries() []pendingEntry {
 func (ps *pendingStore) replace(list []pendingEntry) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if len(list) == 0 && len(ps.list) == 0 {
+	if len(list) == len(ps.list) && (len(list) == 0 || reflect.DeepEqual(list, ps.list)) {
+		// Unchanged: every batch would otherwise cost a file write and
+		// an fsync while anything is pending.
 		return nil
 	}
 	if len(list) == 0 {

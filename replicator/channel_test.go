@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -289,4 +290,34 @@ func FuzzAhead(f *testing.F) {
 			t.Errorf("kept %d and owed %d paths of %d steps", len(kept), len(owed), len(steps))
 		}
 	})
+}
+
+// TestPendingWrittenOnlyWhenChanged: saving the same pending entries
+// again does not rewrite (and fsync) the file.
+func TestPendingWrittenOnlyWhenChanged(t *testing.T) {
+	dir := t.TempDir()
+	ps, err := openPending(dir, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := []pendingEntry{{Path: "a", ReplicaHas: true, Ranges: []synclog.Range{{Off: 1, Len: 2}}}}
+	if err := ps.replace(list); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1e9, 0)
+	if err := os.Chtimes(ps.path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.replace(slices.Clone(list)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(ps.path); err != nil || !st.ModTime().Equal(old) {
+		t.Errorf("pending file rewritten with the same entries (%v)", err)
+	}
+	if err := ps.replace(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ps.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pending file left with no entries: %v", err)
+	}
 }
