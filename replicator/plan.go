@@ -70,6 +70,10 @@ type step struct {
 	// quarantine is never dropped: what the old master alone held must
 	// leave the live tree.)
 	extra bool
+	// dirTimes: a stepAttrs for a directory whose entries the batch
+	// changed. If the directory is gone from its name when the batch is
+	// read (moved by a later event), its times stay pending.
+	dirTimes bool
 	// seq is the log position of the event that emitted the step (0 in
 	// a resync's plan): a tree op older than a resync of its paths is not
 	// replayed on them (aheadStore).
@@ -493,7 +497,7 @@ func (p *planner) finish() []step {
 	// do; a fixed one makes plans comparable.
 	slices.Sort(dirs)
 	for _, d := range dirs {
-		p.steps = append(p.steps, step{kind: stepAttrs, path: d})
+		p.steps = append(p.steps, step{kind: stepAttrs, path: d, dirTimes: true})
 	}
 	out := p.steps[:0]
 	for _, s := range p.steps {
