@@ -193,12 +193,14 @@
 // the replica, before its next batch, the master's present state of each
 // owed path: present with its content (by GUID when the replica holds
 // it), attributes and link identity, or absent — what a resync of those
-// paths ships. So a step never brings a path to a state the master no
-// longer has for longer than that, the same batch never fails twice, and
-// replaying an old batch after a newer resync can only bring paths back
-// to the master's present state. Owed paths are not kept by the replica:
-// a client that loses the Ack (a crash) treats every path of the batch as
-// owed. Refusals stay for what is no precondition of the tree: a path the
+// paths ships. A client also does not send a rename, link or removal
+// older than a resync that covered its paths (it owes them instead). So a
+// step never brings a path to a state the master no longer has for
+// longer than that, the same batch never fails twice, and replaying an
+// old batch after a newer resync can only bring paths back to the
+// master's present state. Owed paths are not kept by the replica: a
+// client that loses the Ack (a crash) owes the directories of the
+// batches the replica says it applied beyond those acknowledged. Refusals stay for what is no precondition of the tree: a path the
 // replica refuses (badpath), content it does not hold (lacking-guid), an
 // I/O error of its disk (apply).
 //
