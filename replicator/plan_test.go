@@ -760,3 +760,41 @@ func TestDirTimesOfMovedDirectory(t *testing.T) {
 		t.Errorf("no SetAttr of new/d in the next batch")
 	}
 }
+
+// TestRepeatedContentCopiesOnlyWhatStays: a batch that puts the same new
+// content twice sends it once and copies it for the second put — unless
+// an op between may remove or change the first copy on the replica; then
+// the second goes inline too (else the replica, having changed the tree,
+// aborts the batch with lacking-guid: found by TestRandomOps).
+func TestRepeatedContentCopiesOnlyWhatStays(t *testing.T) {
+	g := guid.GUID{Mode: guid.SHA256}
+	g.Sum[0] = 7
+	put := func(p string) shipOp {
+		return shipOp{msg: &wire.Put{Path: p, Content: wire.ContentInline, Size: 3}, size: 3, guid: g}
+	}
+	for _, c := range []struct {
+		name string
+		ops  []shipOp
+		want []uint8
+	}{
+		{"nothing between", []shipOp{put("a"), put("b")}, []uint8{wire.ContentInline, wire.ContentByGUID}},
+		{"the first removed", []shipOp{put("a"), {msg: &wire.Unlink{Path: "a"}}, put("b")}, []uint8{wire.ContentInline, wire.ContentInline}},
+		{"the first put over", []shipOp{put("a"), {msg: &wire.Put{Path: "a", Content: wire.ContentInline}}, put("b")}, []uint8{wire.ContentInline, wire.ContentInline, wire.ContentInline}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var st batchStats
+			if err := offer(&fakeReplica{has: func(int) bool { return false }}, c.ops, 1, &st, false); err != nil {
+				t.Fatal(err)
+			}
+			var got []uint8
+			for _, op := range c.ops {
+				if p, ok := op.msg.(*wire.Put); ok {
+					got = append(got, p.Content)
+				}
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("content sources %v, want %v", got, c.want)
+			}
+		})
+	}
+}
