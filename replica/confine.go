@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"errors"
 	"fmt"
 	"path"
 	"strconv"
@@ -183,7 +182,7 @@ func (p parent) openFile(flags int) (int, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, errors.New("not a regular file")
+		return -1, fmt.Errorf("not a regular file: %w", errWrongType)
 	}
 	return fd, nil
 }

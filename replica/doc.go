@@ -67,6 +67,17 @@
 // rename meets a non-empty dst). The master should resync the paths of an
 // interrupted batch.
 //
+// Unmet preconditions. An op that fails because the tree is not in the
+// state it expects (Unmet: its object gone, another type of entry or a
+// non-empty directory at its name, a directory missing) is no reason to
+// refuse a batch: the server skips it, records its paths with Txn.Owe,
+// applies the rest, and tells the master which paths it owes the replica
+// its present state of (wire.Owed). A path the tree refuses as leaving
+// the root, or an I/O error, still fails the batch.
+//
+// Holes. Content written to a new file (Put, Stage) leaves block-aligned
+// runs of zeros unwritten, so a sparse file stays sparse here.
+//
 // Metadata. Mode, owner (when Options.Owner allows; by default when running
 // as root), mtime, xattrs (user.* and trusted.* exactly; see Meta), symlinks
 // and hard links are preserved. mtime is set last, after content and xattrs.

@@ -56,19 +56,31 @@ func (t *Txn) applyMeta(par parent, mask Attr, meta Meta) error {
 	if err := t.s.checkPrivileged(st.Mode&unix.S_IFMT == unix.S_IFDIR, mask, meta); err != nil {
 		return err
 	}
+	explicitMode := mask&AttrMode != 0 && mask != AttrAll
+	// What already matches is not set again: each call moves the ctime,
+	// which drops the entry's GUID index record (verified by ctime), and
+	// costs a journal write for nothing.
+	if mask&AttrOwner != 0 && st.Uid == meta.Uid && st.Gid == meta.Gid {
+		mask &^= AttrOwner
+	}
+	if mask&AttrMtime != 0 && st.Mtim.Nano() == meta.Mtime {
+		mask &^= AttrMtime
+	}
 	if mask&AttrOwner != 0 && t.s.owner {
 		if err := unix.Fchownat(par.fd, par.name, int(meta.Uid), int(meta.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %d:%d: %w", meta.Uid, meta.Gid, err)
 		}
 	}
 	if mask&AttrMode != 0 && !isLink {
-		if err := chmodNoFollow(par, meta.Mode&07777); err != nil {
+		if st.Mode&07777 == meta.Mode&07777 && mask&AttrOwner == 0 {
+			// Unchanged, and no chown above cleared a setuid bit.
+		} else if err := chmodNoFollow(par, meta.Mode&07777); err != nil {
 			return fmt.Errorf("chmod %04o: %w", meta.Mode&07777, err)
 		}
-	} else if mask&AttrMode != 0 && mask != AttrAll {
+	} else if explicitMode {
 		// An explicit chmod of a symlink: Linux has no symlink modes and
 		// chmod(2) would follow it, so it cannot be what the master did.
-		return fmt.Errorf("chmod: is a symlink, which is never followed: %w", unix.EOPNOTSUPP)
+		return fmt.Errorf("chmod: is a symlink, which is never followed: %w (%w)", unix.EOPNOTSUPP, errWrongType)
 	}
 	if mask&AttrXattrs != 0 && meta.Xattrs != nil {
 		if err := setXattrsExact(par, meta.Xattrs); err != nil {

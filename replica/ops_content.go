@@ -60,7 +60,12 @@ func (t *Txn) writeTemp(meta Meta, content io.Reader) (*os.File, string, guid.GU
 	f := os.NewFile(uintptr(fd), name)
 	mode := t.s.hashMode(meta)
 	h := guid.New(mode)
-	if _, err := io.Copy(f, io.TeeReader(content, h)); err != nil {
+	w := &sparseWriter{f: f}
+	_, err = io.Copy(w, io.TeeReader(content, h))
+	if err == nil {
+		err = w.finish()
+	}
+	if err != nil {
 		f.Close()
 		t.dropTemp(name)
 		return nil, "", guid.GUID{}, fmt.Errorf("write: %w", err)
@@ -100,7 +105,11 @@ func (s *Store) Stage(meta Meta, fill func(io.Writer) error) (*Staged, error) {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	h := guid.New(s.hashMode(meta))
-	err = fill(io.MultiWriter(f, h))
+	w := &sparseWriter{f: f}
+	err = fill(io.MultiWriter(w, h))
+	if err == nil {
+		err = w.finish()
+	}
 	if err == nil {
 		err = s.setTempMeta(fd, meta)
 	}

@@ -160,19 +160,6 @@ func (t *Txn) rename(src, dst string, flags RenameFlags) error {
 }
 
 // missing reports whether par's entry does not exist.
-// Missing reports whether the replica has no entry at p while the
-// directory that would hold it exists. A batch op that failed because its
-// object is missing is then one the master can heal by sending the object
-// whole (wire code missing); a missing directory is a different failure.
-func (s *Store) Missing(p string) bool {
-	par, err := openParent(s.rootfd, p)
-	if err != nil {
-		return false
-	}
-	defer par.close()
-	return missing(par)
-}
-
 func missing(par parent) bool {
 	_, err := par.lstat()
 	return err == unix.ENOENT
@@ -211,6 +198,10 @@ func (t *Txn) link(oldp, newp string) error {
 		return oerr
 	case nerr == nil && idOf(&ost) == idOf(&nst):
 		return nil // already done
+	case ost.Mode&unix.S_IFMT == unix.S_IFDIR:
+		// The master linked a file: a directory here is in its way
+		// (link(2) would fail with EPERM).
+		return fmt.Errorf("is a directory: %w", errWrongType)
 	}
 	oldValid := t.indexValid(op, oldp)
 	name := t.tempName()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStaged: staged files land by rename in op order after one sync, and
@@ -169,4 +170,54 @@ func TestQuarantine(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestHolesStayHoles: a sparse file's content — holes arrive as zeros —
+// lands with its holes, staged or put, and a file that ends in a hole
+// keeps its size (issue 14: sparse files took 3.7× the blocks here).
+func TestHolesStayHoles(t *testing.T) {
+	const hole = 8 << 20
+	content := strings.Repeat("\x00", hole) + "data after the hole" + strings.Repeat("\x00", hole)
+	tc := newTestCase(t)
+	tc.batch(func(txn *Txn) error {
+		s, err := tc.s.Stage(Meta{Mode: 0o600}, fill(content))
+		if err != nil {
+			return err
+		}
+		if err := tc.s.SyncStaged(); err != nil {
+			return err
+		}
+		if err := txn.PutStaged("staged", s); err != nil {
+			return err
+		}
+		return txn.Put("put", Meta{Mode: 0o600}, str(content))
+	})
+	for _, p := range []string{"staged", "put"} {
+		if tc.read(p) != content {
+			t.Errorf("%s: content differs", p)
+		}
+		if st := tc.lstat(p); st.Blocks*512 > 1<<20 {
+			t.Errorf("%s: %d KiB allocated for %d KiB of data, the rest holes; want the holes kept", p, st.Blocks/2, len("data after the hole")/1024)
+		}
+	}
+}
+
+// TestSetAttrAlreadyMatching: attributes the entry already has are not set
+// again, so its ctime — which the GUID index checks a copy source by —
+// does not move for nothing.
+func TestSetAttrAlreadyMatching(t *testing.T) {
+	tc := newTestCase(t)
+	m := Meta{Mode: 0o640, Mtime: 1e18, Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	tc.batch(func(txn *Txn) error { return txn.Put("f", m, str("content")) })
+	before := tc.lstat("f")
+	time.Sleep(20 * time.Millisecond)
+	tc.batch(func(txn *Txn) error { return txn.SetAttr("f", AttrMode|AttrOwner|AttrMtime, m) })
+	if after := tc.lstat("f"); after.Ctim != before.Ctim {
+		t.Errorf("ctime moved from %v to %v by setting the attributes the file had", before.Ctim, after.Ctim)
+	}
+	m.Mode = 0o600
+	tc.batch(func(txn *Txn) error { return txn.SetAttr("f", AttrMode|AttrOwner|AttrMtime, m) })
+	if st := tc.lstat("f"); st.Mode&0o7777 != 0o600 || st.Mtim.Nano() != 1e18 {
+		t.Errorf("mode %o mtime %d, want 600 and 1e18", st.Mode&0o7777, st.Mtim.Nano())
+	}
 }

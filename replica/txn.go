@@ -31,6 +31,7 @@ type Txn struct {
 	files   map[fileID]int       // files written in place, fsynced at Commit
 	putDir  putDir               // kept open across consecutive PutStaged
 	pins    map[guid.GUID]pinned // copy sources held open for the batch (Pin)
+	owed    map[string]bool      // paths of ops skipped as Unmet (Owe)
 }
 
 // putDir is the directory the last PutStaged landed in, kept open while

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type Channel struct {
 	logger   *slog.Logger
 	pending  *pendingStore
 	lag      prometheus.Observer // each acknowledged event's lag; nil in tests
+	ahead    *aheadStore         // subtrees a resync brought ahead of the cursor
 
 	mu sync.Mutex
 	st ChannelStatus
@@ -65,6 +67,9 @@ type Channel struct {
 	// markerMu orders the resync requests (askResync: the mount's rescan
 	// after an unclean stop, a replayed batch) with their removal.
 	markerMu sync.Mutex
+	// owesSince is when the resync request on disk was first made by
+	// this process (zero: none, or made before it started).
+	owesSince time.Time
 
 	acks     *ackState // what WaitReplicated waits on (syncmode.go)
 	syncMode bool      // sync_mode sync
@@ -191,8 +196,18 @@ func (c *Channel) session(ctx context.Context) (shipped bool, err error) {
 		return false, err
 	}
 	// An acknowledgement lost with the last connection: the replica has
-	// it, do not send it again.
+	// it, do not send it again. The paths it owed went with it (the
+	// replica does not keep them): resync what those batches touched.
 	if pos.Applied > cursor && pos.Applied <= c.log.DurableSeq() {
+		dirs, err := c.dirsOf(cursor+1, pos.Applied)
+		if err != nil {
+			return false, err
+		}
+		if len(dirs) > 0 {
+			if err := c.askResync(dirs); err != nil {
+				return false, err
+			}
+		}
 		if err := c.log.CommitCursor(c.cfg.Name, pos.Applied); err != nil {
 			return false, err
 		}
@@ -284,6 +299,9 @@ func (c *Channel) askResync(dirs []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := os.Stat(c.resyncMarker()); errors.Is(err, os.ErrNotExist) {
+		c.owesSince = time.Now()
+	}
 	if err := durable.WriteFile(c.resyncMarker(), b, 0o600); err != nil {
 		return fmt.Errorf("replicator: %w", err)
 	}
@@ -321,6 +339,26 @@ func batchDirs(evs []*synclog.Event) []string {
 	return slices.Compact(dirs)
 }
 
+// dirsOf lists the directories of the events from through to (batchDirs).
+func (c *Channel) dirsOf(from, to uint64) ([]string, error) {
+	r, err := c.log.NewReader(from)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var evs []*synclog.Event
+	for {
+		ev, err := r.TryNext()
+		if err != nil {
+			return nil, err
+		}
+		if ev == nil || ev.Seq > to {
+			return batchDirs(evs), nil
+		}
+		evs = append(evs, ev)
+	}
+}
+
 func (c *Channel) resyncMarker() string {
 	return filepath.Join(c.log.Dir(), c.cfg.Name+".resync")
 }
@@ -342,6 +380,11 @@ func (c *Channel) resyncDirsIfAsked(ctx context.Context) error {
 		Cache: c.res.cache, Mode: c.res.mode, Logger: c.logger, MaxFileSize: c.res.maxFile})
 	if err != nil {
 		return fmt.Errorf("resync of the directories asked for: %w", err)
+	}
+	// Those subtrees now stand for every event logged by the end of the
+	// resync: older tree ops on them are not replayed (aheadStore).
+	if err := c.ahead.add(dirs, c.log.DurableSeq()); err != nil {
+		return err
 	}
 	if err := c.keepVanished(rep); err != nil {
 		return err
@@ -367,54 +410,8 @@ func (c *Channel) resyncDone(b []byte) error {
 	if err := os.Remove(c.resyncMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	c.owesSince = time.Time{}
 	return nil
-}
-
-// healMissing handles a batch the replica refused because an op names an
-// object it does not have (a rename's source, a file to write or change):
-// it lost it (an administrator, a disk, a resync --delete that raced the
-// delivery), or never got it. Retrying the same batch would fail forever;
-// instead the object becomes pending as one the replica lacks, so the next
-// plan sends it whole from the master, at whatever name the batch's events
-// give it, and drops the op that needed the old copy.
-func (c *Channel) healMissing(err error) error {
-	var pe *wire.ProtoError
-	if !errors.As(err, &pe) || !pe.Remote || pe.Code != wire.CodeMissing || wire.ValidPath(pe.Path) != nil {
-		return nil
-	}
-	list := c.pending.entries()
-	for _, e := range list {
-		if e.Path == pe.Path && !e.ReplicaHas {
-			return nil // already sent whole, and still missing: report the error as it is
-		}
-	}
-	if st, err := os.Lstat(filepath.Join(c.res.backing, pe.Path)); err == nil && st.IsDir() {
-		// A directory is not sent whole as a file is: resync it (the
-		// request is kept on disk and runs before the next batch).
-		c.logger.Warn("the replica lacks a directory the batch changes; resyncing it from the master",
-			"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
-		return c.askResync([]string{pe.Path})
-	}
-	c.logger.Warn("the replica lacks a file the batch changes; sending it whole from the master",
-		"channel", c.cfg.Name, "replica", c.cfg.Client.Addr, "path", pe.Path, "batch", pe.Seq)
-	list = slices.DeleteFunc(slices.Clone(list), func(e pendingEntry) bool { return e.Path == pe.Path })
-	return c.pending.replace(append(list, lacking(c.res.abs(pe.Path), pe.Path)))
-}
-
-// lacking is the pending entry of an object the replica lacks at p, which
-// the backing dir has at abs: with its type, so that a stand-in for it, if
-// the next batch needs one, is of that type.
-func lacking(abs, p string) pendingEntry {
-	e := pendingEntry{Path: p, Made: synclog.OpCreate}
-	var st unix.Stat_t
-	if unix.Lstat(abs, &st) != nil {
-		return e
-	}
-	e.Ino, e.Made = st.Ino, madeOf(st.Mode)
-	if e.Made == synclog.OpSymlink {
-		e.Target, _ = os.Readlink(abs) // none: a file stand-in (standInFor)
-	}
-	return e
 }
 
 // keepVanished makes the objects a resync could not ship, because they
@@ -474,6 +471,13 @@ func (c *Channel) failback(ctx context.Context, peer uint64, why string) error {
 	rep, err := Resync(ctx, ResyncOptions{Backing: c.res.backing, Client: c.cfg.Client, Cache: c.res.cache, Mode: c.res.mode,
 		Quarantine: c.cfg.Client.Epoch, Logger: c.logger, MaxFileSize: c.res.maxFile})
 	if err != nil {
+		return err
+	}
+	// The events from start on are replayed after it, on a tree the walk
+	// read later: their tree ops up to its end must not act on what it
+	// already moved (a replayed exchange swaps back), so their paths are
+	// owed instead (aheadStore).
+	if err := c.ahead.add(nil, c.log.DurableSeq()); err != nil {
 		return err
 	}
 	// Before the cursor moves past the events that created them.
@@ -539,7 +543,8 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	for _, ev := range evs {
 		p.add(ev)
 	}
-	ops, vanished, err := c.res.resolve(p.finish())
+	steps, staleOwed := c.ahead.stale(p.finish())
+	ops, vanished, err := c.res.resolve(steps)
 	if err != nil {
 		return fmt.Errorf("batch %d: %w", seq, err)
 	}
@@ -551,18 +556,18 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 	}
 	defer closeFiles(ops)
 	var st batchStats
+	owed := staleOwed
 	if len(ops) > 0 {
 		if err := offer(conn, ops, seq, &st, c.inlineNext); err != nil {
 			return fmt.Errorf("batch %d: offer: %w", seq, err)
 		}
-		if err := send(conn, seq, c.wireName, ops, &st); err != nil {
+		skipped, err := send(conn, seq, c.wireName, ops, &st)
+		owed = append(owed, skipped...)
+		if err != nil {
 			// A copy source the replica offered was gone when it applied
 			// the batch (removed earlier in the same batch): send it all
 			// inline next time rather than fail the same way forever.
 			c.inlineNext = errors.Is(err, wire.ErrLackingGUID)
-			if herr := c.healMissing(err); herr != nil {
-				return herr
-			}
 			if perr := c.passRefused(seq, evs, err); perr != nil {
 				return perr
 			}
@@ -570,8 +575,23 @@ func (c *Channel) ship(conn sender, evs []*synclog.Event) error {
 		}
 		c.inlineNext = false
 	}
+	if len(owed) > 0 {
+		// Ops the replica's tree did not allow were skipped, or ops older
+		// than a resync of their paths were not sent: their paths get
+		// the master's present state before the next batch
+		// (resyncDirsIfAsked), asked for durably before the cursor
+		// passes the batch.
+		c.logger.Info("the replica skipped ops its tree did not allow; bringing their paths to the master's state",
+			"channel", c.cfg.Name, "batch", seq, "paths", len(owed), "first", owed[0], "older_than_a_resync", len(staleOwed))
+		if err := c.askResync(sortedPaths(owed)); err != nil {
+			return err
+		}
+	}
 	c.refused = refusals{}
 	if err := c.log.CommitCursor(c.cfg.Name, seq); err != nil {
+		return err
+	}
+	if err := c.ahead.passed(seq); err != nil {
 		return err
 	}
 	if err := c.pending.replace(vanished); err != nil {
@@ -699,7 +719,9 @@ func (ps *pendingStore) entries() []pendingEntry {
 func (ps *pendingStore) replace(list []pendingEntry) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if len(list) == 0 && len(ps.list) == 0 {
+	if len(list) == len(ps.list) && (len(list) == 0 || reflect.DeepEqual(list, ps.list)) {
+		// Unchanged: every batch would otherwise cost a file write and
+		// an fsync while anything is pending.
 		return nil
 	}
 	if len(list) == 0 {

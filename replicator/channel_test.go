@@ -2,12 +2,17 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"spoolsync/synclog"
 	"spoolsync/wire"
@@ -58,34 +63,65 @@ func TestAskResyncAddsUp(t *testing.T) {
 	}
 }
 
-// TestHealMissingDirectory: the replica refuses a batch for lack of a
-// directory. A directory cannot be sent whole as a file is (before, it was
-// made pending as a file, and the batch failed again): it is resynced.
-func TestHealMissingDirectory(t *testing.T) {
-	backing := t.TempDir()
-	if err := os.Mkdir(backing+"/b", 0o755); err != nil {
-		t.Fatal(err)
-	}
+// TestOwedPathsAreResynced: the replica skipped ops its tree did not
+// allow and says which paths are owed before its Ack. The batch counts as
+// shipped (no retry, no single-step healing), and those paths are asked
+// for, durably, before the cursor moves past it: they get the master's
+// present state before the next batch.
+func TestOwedPathsAreResynced(t *testing.T) {
 	c := newTestChannel(t)
 	ps, err := openPending(c.log.Dir(), "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.pending, c.res, c.logger = ps, &resolver{backing: backing}, slog.New(slog.NewTextHandler(io.Discard, nil))
-	refused := &wire.ProtoError{Remote: true, Code: wire.CodeMissing, Path: "b", Msg: "setattr b: no such file or directory"}
-	if err := c.healMissing(refused); err != nil {
+	c.pending, c.res, c.logger = ps, &resolver{backing: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil))
+	c.acks = newAckState(0)
+	e := ev("unlink u/tmp/gone")
+	seq, err := c.log.Append(e)
+	if err == nil {
+		err = c.log.Sync(seq)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.pending.entries(); len(got) != 0 {
-		t.Errorf("pending %+v: a directory made pending as a file", got)
+	e.Seq = seq
+	conn := &owingReplica{owed: []string{"u/cur/1:2,S", "u/tmp"}}
+	if err := c.ship(conn, []*synclog.Event{e}); err != nil {
+		t.Fatalf("ship: %v; want the batch taken as applied", err)
+	}
+	if cur, _ := c.log.Cursor("default"); cur != 1 {
+		t.Errorf("cursor %d, want 1", cur)
 	}
 	b, err := os.ReadFile(c.resyncMarker())
 	if err != nil {
 		t.Fatalf("no resync asked for: %v", err)
 	}
-	if dirs, whole := decodeResyncMarker(b); whole || !slices.Equal(dirs, []string{"b"}) {
-		t.Errorf("resync of %q (whole %v), want b", dirs, whole)
+	if dirs, whole := decodeResyncMarker(b); whole || !slices.Equal(dirs, conn.owed) {
+		t.Errorf("resync of %q (whole %v), want %q", dirs, whole, conn.owed)
 	}
+}
+
+// owingReplica answers a batch with Owed{owed} and its Ack.
+type owingReplica struct {
+	owed    []string
+	answers []wire.Message
+}
+
+func (f *owingReplica) Send(m wire.Message) error {
+	if e, ok := m.(*wire.BatchEnd); ok {
+		f.answers = append(f.answers, &wire.Owed{Seq: e.Seq, Paths: f.owed}, &wire.Ack{Seq: e.Seq})
+	}
+	return nil
+}
+func (f *owingReplica) SendData(io.Reader, int64) error { return nil }
+func (f *owingReplica) Flush() error                    { return nil }
+func (f *owingReplica) Recv() (wire.Message, error) {
+	if len(f.answers) == 0 {
+		return nil, io.EOF
+	}
+	m := f.answers[0]
+	f.answers = f.answers[1:]
+	return m, nil
 }
 
 // TestFailbackRetryKeepsItsStart: a failback resync cut short and begun
@@ -133,7 +169,52 @@ func newTestChannel(t *testing.T) *Channel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lg.Close() })
-	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg}
+	ah, err := openAhead(lg.Dir(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Channel{cfg: ChannelConfig{Name: "default"}, log: lg, ahead: ah}
+}
+
+// TestOldTreeOpsOnResyncedPathsAreOwed: after a resync brought a subtree
+// to the master's state at log position 10, a batch still holding older
+// events must not replay their renames, exchanges, links and removals
+// there (a replayed exchange swaps back, a rename moves a newer object):
+// their paths are owed instead. Newer ops, and ops elsewhere, go as they
+// are; once the cursor passes 10, nothing is held back (and the record
+// survives a restart until then).
+func TestOldTreeOpsOnResyncedPathsAreOwed(t *testing.T) {
+	c := newTestChannel(t)
+	if err := c.ahead.add([]string{"u/a"}, 10); err != nil {
+		t.Fatal(err)
+	}
+	steps := []step{
+		{kind: stepRename, path: "u/a/x", path2: "u/b/x", flags: unix.RENAME_EXCHANGE, seq: 9},
+		{kind: stepUnlink, path: "u/b/y", seq: 9},
+		{kind: stepLink, path: "u/c/z", path2: "u/a/z", seq: 10},
+		{kind: stepRename, path: "u/a/w", path2: "u/a/v", seq: 11},
+		{kind: stepPut, path: "u/a/p", src: "u/a/p", seq: 5},
+	}
+	kept, owed := c.ahead.stale(slices.Clone(steps))
+	if want := []string{"u/a/x", "u/b/x", "u/c/z", "u/a/z"}; !slices.Equal(owed, want) {
+		t.Errorf("owed %q, want %q", owed, want)
+	}
+	if len(kept) != 3 || kept[0].path != "u/b/y" || kept[1].path != "u/a/w" || kept[2].kind != stepPut {
+		t.Errorf("kept %v, want the unlink elsewhere, the newer rename and the put", kept)
+	}
+	again, err := openAhead(c.log.Dir(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, owed := again.stale(slices.Clone(steps)); len(owed) != 4 {
+		t.Errorf("after a restart: owed %q, want the same 4 paths", owed)
+	}
+	if err := c.ahead.passed(10); err != nil {
+		t.Fatal(err)
+	}
+	if kept, owed := c.ahead.stale(slices.Clone(steps)); len(owed) != 0 || len(kept) != len(steps) {
+		t.Errorf("past the resync: kept %d of %d steps, owed %q", len(kept), len(steps), owed)
+	}
 }
 
 // TestBatchDirs: the directories a batch touches are its paths' and its
@@ -228,5 +309,95 @@ func TestTransientRefusalKeepsCursor(t *testing.T) {
 		if past := cursor == last; past != tc.goesPast {
 			t.Errorf("%q refused %d times: cursor %d, batch %d; went past: %v, want %v", tc.msg, 2*maxRefusals, cursor, last, past, tc.goesPast)
 		}
+	}
+}
+
+// TestOwesSaysWhatAndSince: a channel that owes the replica a resync says
+// which and since when — the first request's time, not the last one's —
+// and says nothing once it is done.
+func TestOwesSaysWhatAndSince(t *testing.T) {
+	c := newTestChannel(t)
+	if what, _ := c.owes(); what != "" {
+		t.Fatalf("a new channel owes %q", what)
+	}
+	before := time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.askResync([]string{"u/a/cur", "u/b"}))
+	what, since := c.owes()
+	if !strings.Contains(what, "2 paths (u/a/cur, u/b)") || since.Before(before) || time.Since(since) > time.Minute {
+		t.Errorf("owes %q since %v; want the 2 paths, since the request", what, since)
+	}
+	time.Sleep(10 * time.Millisecond)
+	must(c.askResync([]string{"u/c", "u/d", "u/e"}))
+	what, since2 := c.owes()
+	if !strings.Contains(what, "5 paths (u/a/cur, u/b, u/c and 2 more)") || !since2.Equal(since) {
+		t.Errorf("owes %q since %v; want 5 paths since the first request (%v)", what, since2, since)
+	}
+	b, err := os.ReadFile(c.resyncMarker())
+	must(err)
+	must(c.resyncDone(b))
+	if what, _ := c.owes(); what != "" {
+		t.Errorf("owes %q after the resync was done", what)
+	}
+	must(os.WriteFile(c.failbackMarker(), []byte("0 0\n"), 0o600))
+	if what, _ := c.owes(); !strings.Contains(what, "whole tree") {
+		t.Errorf("owes %q with a failback pending; want the whole tree", what)
+	}
+}
+
+// FuzzAhead: whatever an ahead record on disk holds, decoding never
+// panics, and what it yields filters a plan without panicking and never
+// drops a step it does not owe.
+func FuzzAhead(f *testing.F) {
+	f.Add([]byte(`{"upto":10,"paths":["u/a"]}`))
+	f.Add([]byte(`{"upto":10,"whole":true}`))
+	f.Add([]byte(`{"upto":3,"paths":["../x"]}`))
+	f.Add([]byte(`garbage`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		as := &aheadStore{a: decodeAhead(b)}
+		steps := []step{
+			{kind: stepRename, path: "u/a/x", path2: "u/b/x", seq: 5},
+			{kind: stepUnlink, path: "v", seq: 1},
+			{kind: stepPut, path: "u/a/p", src: "u/a/p", seq: 2},
+		}
+		kept, owed := as.stale(slices.Clone(steps))
+		if len(kept)+len(owed) < len(steps) {
+			t.Errorf("kept %d and owed %d paths of %d steps", len(kept), len(owed), len(steps))
+		}
+	})
+}
+
+// TestPendingWrittenOnlyWhenChanged: saving the same pending entries
+// again does not rewrite (and fsync) the file.
+func TestPendingWrittenOnlyWhenChanged(t *testing.T) {
+	dir := t.TempDir()
+	ps, err := openPending(dir, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := []pendingEntry{{Path: "a", ReplicaHas: true, Ranges: []synclog.Range{{Off: 1, Len: 2}}}}
+	if err := ps.replace(list); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1e9, 0)
+	if err := os.Chtimes(ps.path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.replace(slices.Clone(list)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(ps.path); err != nil || !st.ModTime().Equal(old) {
+		t.Errorf("pending file rewritten with the same entries (%v)", err)
+	}
+	if err := ps.replace(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ps.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pending file left with no entries: %v", err)
 	}
 }

@@ -65,15 +65,52 @@
 //     that moved it come after the cursor.
 //   - A batch the replica was applying when it died is sent again with
 //     the same events (the replica replays it), and then the directories
-//     it touched are resynced: a replay skips ops on files that are gone,
-//     and a few op sequences do not replay exactly.
+//     it touched are resynced: a few op sequences do not replay exactly
+//     (an exchange applied twice swaps back).
 //   - sync_mode sync (syncmode.go): an fsync on the mount waits until
 //     every channel's cursor has passed its events, or until a channel is
 //     given up on after sync_timeout (degraded, logged, until a batch that
 //     took everything durable is acknowledged).
-//   - A batch refused because an op names an object the replica lacks
-//     (wire code missing) is not sent again as it was: the object becomes
-//     pending as lacking, so the next plan sends it whole (healMissing).
+//   - Every batch applies, whatever state the replica is in (see below).
+//
+// # Convergence: a step that cannot apply becomes the master's present state
+//
+// The replica's tree is not always the one a batch was planned against: a
+// batch cut short by a crash and replayed, a resync (a replay's, a
+// failback's, an administrator's `spoolsync resync --delete`) that brought
+// paths ahead of the log, files lost or changed behind spoolsync's back.
+// A step whose precondition does not hold there — a rename's or link's
+// source gone, a file to write or give attributes gone, a name in the way,
+// a directory not empty, a directory missing — is neither retried nor
+// refused, nor healed a step at a time: the replica skips it, applies the
+// rest of the batch, and lists the paths it touches before its Ack
+// (wire.Owed). The channel asks for those paths durably (the resync
+// marker, askResync) before its cursor passes the batch, and before the
+// next batch resyncs them: each becomes the master's present state —
+// present with its content (by GUID when the replica has it), attributes
+// and link identity, or absent. So:
+//
+//   - the same batch is never sent twice for the same reason, and the
+//     backlog drains whatever the replica holds;
+//   - replaying an old batch after a newer resync can only bring a path
+//     to the master's present state: what the old steps did where they
+//     could is undone by the log's later events, and what they could not
+//     do is replaced by the present;
+//   - an Ack lost with a crash of either side loses the owed list (the
+//     replica does not keep it): the batches the replica says it applied
+//     beyond the cursor have their directories resynced instead;
+//   - a resync (of owed paths, of a replayed batch's directories, a
+//     first contact's or a failback's) reads the tree as it is, while the
+//     batches after the cursor still hold older events. Their renames,
+//     exchanges, links and removals on the resynced subtrees are not sent
+//     but owed (ahead.go): replayed there, an exchange would swap back and
+//     a rename move a newer object over an older one's name.
+//
+// What is no precondition of the tree still fails the batch and is sent
+// again after a backoff: a disk error or a full disk on the replica, a
+// path it refuses, content by GUID it no longer holds (then sent inline).
+// A batch refused the same way maxRefusals times (code apply) is passed
+// by resyncing its directories (passRefused).
 //
 // Continuous verification (verify.go, sync_verify_interval): each
 // channel's replica is compared with the backing tree by per-directory

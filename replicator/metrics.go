@@ -1,7 +1,6 @@
 package replicator
 
 import (
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,8 +113,9 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// resyncOwed: a resync request is on disk, not yet carried out.
+// resyncOwed: a resync (of paths, or the whole tree at first contact or
+// failback) is asked for on disk and not yet carried out.
 func (c *Channel) resyncOwed() bool {
-	_, err := os.Stat(c.resyncMarker())
-	return err == nil
+	what, _ := c.owes()
+	return what != ""
 }

@@ -70,6 +70,14 @@ type step struct {
 	// quarantine is never dropped: what the old master alone held must
 	// leave the live tree.)
 	extra bool
+	// dirTimes: a stepAttrs for a directory whose entries the batch
+	// changed. If the directory is gone from its name when the batch is
+	// read (moved by a later event), its times stay pending.
+	dirTimes bool
+	// seq is the log position of the event that emitted the step (0 in
+	// a resync's plan): a tree op older than a resync of its paths is not
+	// replayed on them (aheadStore).
+	seq uint64
 }
 
 // pendingEntry is an object whose content a batch could not ship because it
@@ -149,6 +157,7 @@ type planner struct {
 	byPath map[string]*lineage
 	all    []*lineage
 	dirs   map[string]bool // directories whose entries changed
+	seq    uint64          // the event being added, for the steps it emits
 }
 
 func newPlanner(pending []pendingEntry) *planner {
@@ -197,6 +206,7 @@ func (p *planner) newLineage(path string, created, isDir bool) *lineage {
 }
 
 func (p *planner) emit(s step) int {
+	s.seq = p.seq
 	p.steps = append(p.steps, s)
 	return len(p.steps) - 1
 }
@@ -216,6 +226,7 @@ func parent(path string) string {
 
 // add applies one event.
 func (p *planner) add(ev *synclog.Event) {
+	p.seq = ev.Seq
 	switch ev.Op {
 	case synclog.OpCreate, synclog.OpSymlink, synclog.OpMknod, synclog.OpRescan:
 		p.dirs[parent(ev.Path)] = true
@@ -232,6 +243,8 @@ func (p *planner) add(ev *synclog.Event) {
 		p.dirs[parent(ev.Path)] = true
 		l := p.newLineage(ev.Path, true, true)
 		l.inOrder = true
+		l.learnIno(ev.Ino)
+		l.made = synclog.OpMkdir
 		l.puts = append(l.puts, p.emit(step{kind: stepMkdir, path: ev.Path}))
 	case synclog.OpWrite, synclog.OpTruncate:
 		l := p.track(ev.Path)
@@ -484,7 +497,7 @@ func (p *planner) finish() []step {
 	// do; a fixed one makes plans comparable.
 	slices.Sort(dirs)
 	for _, d := range dirs {
-		p.steps = append(p.steps, step{kind: stepAttrs, path: d})
+		p.steps = append(p.steps, step{kind: stepAttrs, path: d, dirTimes: true})
 	}
 	out := p.steps[:0]
 	for _, s := range p.steps {

@@ -81,7 +81,12 @@ func New(lg *synclog.Log, opts Options, channels []ChannelConfig) (*Replicator, 
 			cache.Close()
 			return nil, err
 		}
-		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps,
+		ah, err := openAhead(lg.Dir(), cc.Name)
+		if err != nil {
+			cache.Close()
+			return nil, err
+		}
+		r.channels = append(r.channels, &Channel{cfg: cc, wireName: cc.Name + "@" + id, log: lg, res: res, logger: opts.Logger, pending: ps, ahead: ah,
 			acks: newAckState(cursor), syncMode: opts.SyncTimeout > 0,
 			st: ChannelStatus{Name: cc.Name, Replica: cc.Client.Addr, Epoch: cc.Client.Epoch}, lag: r.lagSeconds.WithLabelValues(cc.Name)})
 	}
@@ -182,6 +187,9 @@ type ChannelStatus struct {
 	DivergedPaths   []string  `json:"diverged_paths,omitempty"` // the first 100 of them
 	Repaired        uint64    `json:"repaired_entries"`         // differences resynced since the start
 	VerifyError     string    `json:"verify_error,omitempty"`   // why the last attempt failed
+	// ResyncOwed is the resync the channel owes the replica beyond its
+	// backlog (see owes), "" when none; it is also among Owes.
+	ResyncOwed string `json:"resync_owed,omitempty"`
 	// NoAnswerSeconds: the replica stopped answering (heartbeat): how
 	// long ago it was last heard. 0 while it answers.
 	NoAnswerSeconds float64 `json:"no_answer_seconds,omitempty"`
@@ -244,6 +252,7 @@ func (r *Replicator) Status() []ChannelStatus {
 			st.BacklogEvents = last - cursor
 			st.LagSeconds = r.age(cursor + 1)
 		}
+		st.ResyncOwed, _ = c.owes()
 		r.verifyStatus(c, &st)
 		out = append(out, st)
 	}

@@ -59,6 +59,8 @@ type ResyncOptions struct {
 	beforeSend func(seq uint64, unacked int)
 	// beforeResolve, in tests, runs before a batch is read from the spool.
 	beforeResolve func()
+	// owedPass counts the passes over paths the replica skipped ops on.
+	owedPass int
 }
 
 // ResyncReport is the summary `spoolsync resync` prints.
@@ -230,13 +232,61 @@ func Resync(ctx context.Context, o ResyncOptions) (*ResyncReport, error) {
 		// removals, then the times of the directories they changed.
 		err = rs.flush(true)
 		rs.removeExtras()
+		rs.outerTimes()
 		if err == nil {
 			err = rs.flush(true)
 		}
 	}
 	rs.report.WireBytes, rs.report.WireBytesIn = wireBytes.Load(), wireBytesIn.Load()
+	if err == nil && len(rs.owed) > 0 {
+		err = rs.settleOwed(ctx)
+	}
 	rs.report.Seconds = time.Since(start).Seconds()
 	return rs.report, err
+}
+
+// maxOwedPasses bounds how many times Resync goes over paths the replica
+// skipped ops on (something changed them there between its manifest and
+// the batch: rolling replication runs beside a resync).
+const maxOwedPasses = 3
+
+// settleOwed resyncs the paths the replica skipped ops on, from a fresh
+// manifest, and adds that to the report; paths still owed after
+// maxOwedPasses are an error (the caller tries again later).
+func (rs *resyncer) settleOwed(ctx context.Context) error {
+	if rs.o.owedPass >= maxOwedPasses {
+		return fmt.Errorf("the replica still skipped ops on %d paths after %d passes (first %s); resync them again", len(rs.owed), maxOwedPasses, rs.owed[0])
+	}
+	o := rs.o
+	o.Paths, o.owedPass = topmost(sortedPaths(rs.owed)), o.owedPass+1
+	if len(o.Paths) > wire.MaxManifestPaths {
+		o.Paths = nil // more than one manifest request names: the whole tree
+	}
+	rep, err := Resync(ctx, o)
+	if rep != nil {
+		r := rs.report
+		r.Different += rep.Different
+		r.Shipped += rep.Shipped
+		r.ContentBytes += rep.ContentBytes
+		r.WireBytes += rep.WireBytes
+		r.WireBytesIn += rep.WireBytesIn
+		r.Dedup += rep.Dedup
+		r.Extra += rep.Extra
+		r.Deleted += rep.Deleted
+		r.Quarantined += rep.Quarantined
+		r.Rescanned += rep.Rescanned
+		r.Errors = append(r.Errors, rep.Errors...)
+		r.vanished = append(r.vanished, rep.vanished...)
+	}
+	return err
+}
+
+// sortedPaths is ps sorted in walk order (topmost needs it), without
+// repeats.
+func sortedPaths(ps []string) []string {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, wire.ComparePaths)
+	return slices.Compact(ps)
 }
 
 // walkLocal sends the entries of the backing dir's subtrees in
@@ -422,10 +472,12 @@ type resyncer struct {
 	extra              []shipOp // RemoveXattr ops for the next batch
 	watch              map[string]unix.Stat_t
 	links              map[[2]uint64]linkInfo
-	dirs               []dirFrame  // the master directories the walk is in
-	gone               []string    // replica directories to remove once their subtree is done
-	extras             []step      // removals of what only the replica has, done last
-	inflight           []*inflight // batches sent and not yet acknowledged, oldest first (at most 2)
+	dirs               []dirFrame      // the master directories the walk is in
+	gone               []string        // replica directories to remove once their subtree is done
+	extras             []step          // removals of what only the replica has, done last
+	inflight           []*inflight     // batches sent and not yet acknowledged, oldest first (at most 2)
+	owed               []string        // paths whose ops the replica skipped (wire.Owed)
+	outer              map[string]bool // directories outside the walk whose entries changed
 }
 
 type dirFrame struct {
@@ -535,7 +587,8 @@ func (rs *resyncer) leaveDirs(next string) {
 	rs.flushGone(next)
 }
 
-// changed marks the directory holding p as changed.
+// changed marks the directory holding p as changed. A directory outside
+// the walk (that of a path asked for) is remembered in outer.
 func (rs *resyncer) changed(p string) {
 	for i := len(rs.dirs) - 1; i >= 0; i-- {
 		if under(p, rs.dirs[i].path) && p != rs.dirs[i].path {
@@ -543,6 +596,28 @@ func (rs *resyncer) changed(p string) {
 			return
 		}
 	}
+	if d := parent(p); d != "." {
+		if rs.outer == nil {
+			rs.outer = map[string]bool{}
+		}
+		rs.outer[d] = true
+	}
+}
+
+// outerTimes sets again the times of the directories outside the walk
+// whose entries it changed: those holding the paths asked for (a path the
+// replica skipped ops on is resynced alone, and putting it there moved
+// its directory's mtime).
+func (rs *resyncer) outerTimes() {
+	dirs := make([]string, 0, len(rs.outer))
+	for d := range rs.outer {
+		dirs = append(dirs, d)
+	}
+	slices.Sort(dirs)
+	for _, d := range dirs {
+		rs.add(step{kind: stepAttrs, path: d})
+	}
+	rs.outer = nil
 }
 
 func (rs *resyncer) add(s step) {
@@ -889,6 +964,10 @@ func (rs *resyncer) recvAnswer() (wire.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if o, ok := m.(*wire.Owed); ok {
+			rs.owed = append(rs.owed, o.Paths...)
+			continue
+		}
 		a, ok := m.(*wire.Ack)
 		if !ok {
 			return m, nil
@@ -903,6 +982,14 @@ func (rs *resyncer) recvAnswer() (wire.Message, error) {
 func (rs *resyncer) settleOldest() error {
 	seq := rs.inflight[0].seq
 	m, err := rs.bconn.Recv()
+	for err == nil {
+		o, ok := m.(*wire.Owed)
+		if !ok {
+			break
+		}
+		rs.owed = append(rs.owed, o.Paths...)
+		m, err = rs.bconn.Recv()
+	}
 	if err != nil {
 		return fmt.Errorf("resync batch %d: %w", seq, err)
 	}

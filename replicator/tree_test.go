@@ -57,8 +57,8 @@ func TestResolveNeverLeavesSpool(t *testing.T) {
 			t.Errorf("SetAttr from a stat through a symlink: %+v", op.msg)
 		}
 	}
-	if len(pending) != 3 {
-		t.Errorf("pending = %+v, want both puts and the write, as gone", pending)
+	if len(pending) != 4 {
+		t.Errorf("pending = %+v, want both puts, the write and the directory's attributes, as gone", pending)
 	}
 }
 

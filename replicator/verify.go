@@ -283,17 +283,8 @@ func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus) {
 	if st.BacklogEvents > 0 {
 		owes = append(owes, fmt.Sprintf("%d events, the oldest %.1fs old", st.BacklogEvents, st.LagSeconds))
 	}
-	if fi, err := os.Stat(c.failbackMarker()); err == nil {
-		owes = append(owes, "a whole-tree resync (first contact or failback), asked "+age(fi.ModTime())+" ago")
-	}
-	if fi, err := os.Stat(c.resyncMarker()); err == nil {
-		what := "a resync of the whole tree"
-		if b, err := os.ReadFile(c.resyncMarker()); err == nil {
-			if dirs, whole := decodeResyncMarker(b); !whole {
-				what = fmt.Sprintf("a resync of %d subtrees", len(dirs))
-			}
-		}
-		owes = append(owes, what+", asked "+age(fi.ModTime())+" ago")
+	if what, since := c.owes(); what != "" { // st.ResyncOwed, with its age
+		owes = append(owes, what+", asked "+age(since)+" ago")
 	}
 	if n := len(c.pending.entries()); n > 0 {
 		owes = append(owes, fmt.Sprintf("%d objects held for its next batch", n))

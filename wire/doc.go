@@ -63,6 +63,7 @@
 //	0x12 Ack           S→C  seq:uvarint
 //	0x13 PositionRequest C→S  channel:string
 //	0x14 Position      S→C  channel:string  applied:uvarint  interrupted:uvarint  epoch:uvarint
+//	0x15 Owed          S→C  seq:uvarint  n:uvarint  n×path  (1-1024 paths; just before Ack{seq})
 //	0x20 Put           C→S  path  content:u8  mode uid gid:uvarint  mtime:varint  size:uvarint  guid
 //	0x21 WriteRanges   C→S  path  size:uvarint  n:uvarint  n×(off:uvarint len:uvarint)  guid
 //	0x22 Truncate      C→S  path  size:uvarint
@@ -170,7 +171,7 @@
 //	C: ManifestRequest   S: ManifestEntry… ManifestEnd, in order
 //	C: PositionRequest   S: Position, in order
 //	C: DigestRequest     S: (DigestReply DigestEntry…)… one reply per dir, in order
-//	S: Ack{seq}          after batch seq is durable
+//	S: Owed{seq, paths}… Ack{seq}   after batch seq is durable
 //	either: Ping → Pong; Goodbye; Error
 //
 // The receiver enforces: ops only inside a batch; BatchBegin not inside
@@ -204,6 +205,29 @@
 // earlier one — is durable. A reconnecting client resends every batch not
 // acked; applying a batch twice must be harmless, so the server may
 // remember the last seq it applied per channel and ack a repeat at once.
+//
+// Every batch applies, whatever state the replica is in. An op whose
+// precondition does not hold on the replica's tree — its object is gone
+// (a rename's or link's source, a file to write, truncate or give
+// attributes), a name is in the way (an entry of another type, a
+// directory not empty), a directory that should hold it is missing — is
+// not an error: the replica skips that op, applies the rest of the batch,
+// and before the Ack sends Owed messages listing the paths the skipped ops
+// touch (for a path whose parent directory the replica lacks, or has as
+// another type, the topmost such ancestor instead). The client then owes
+// the replica, before its next batch, the master's present state of each
+// owed path: present with its content (by GUID when the replica holds
+// it), attributes and link identity, or absent — what a resync of those
+// paths ships. A client also does not send a rename, link or removal
+// older than a resync that covered its paths (it owes them instead). So a
+// step never brings a path to a state the master no longer has for
+// longer than that, the same batch never fails twice, and replaying an
+// old batch after a newer resync can only bring paths back to the
+// master's present state. Owed paths are not kept by the replica: a
+// client that loses the Ack (a crash) owes the directories of the
+// batches the replica says it applied beyond those acknowledged. Refusals stay for what is no precondition of the tree: a path the
+// replica refuses (badpath), content it does not hold (lacking-guid), an
+// I/O error of its disk (apply).
 //
 // Position. A client asks, typically right after the handshake, where the
 // replica stands for one of its channels: PositionRequest{channel} is
@@ -300,12 +324,9 @@
 // 2, notadmin 3, fenced 4, badpath 5, toolarge 6, lacking-guid 7, apply 8,
 // tls 9, version 10, shutdown 11, internal 12, missing 13; a receiver
 // treats unknown codes like internal); seq and path name the batch and
-// path concerned, or are 0 and "". missing fails a batch whose op (a
-// rename's source, a link's target, ranges or attributes to change) names
-// an object the replica does not have, though the directory that should
-// hold it exists: the replica lost it, or never got it. The client then
-// sends that object whole from its own tree instead of the op that needed
-// it, and the replica heals instead of refusing the batch forever. A receiver that finds a violation — malformed frame, limit
+// path concerned, or are 0 and "". missing (13) is no longer sent: an op whose
+// object the replica lacks makes its path owed (Owed) instead; a client
+// treats it like apply. A receiver that finds a violation — malformed frame, limit
 // exceeded, unknown required type, message out of order, invalid path —
 // sends Error and closes. The client then reconnects and resends what was
 // not acked.

@@ -29,6 +29,7 @@ const (
 	// Where the replica stands, between batches.
 	TypePositionRequest MsgType = 0x13 // C→S
 	TypePosition        MsgType = 0x14 // S→C
+	TypeOwed            MsgType = 0x15 // S→C, before an Ack
 
 	// Ops, only inside a batch.
 	TypePut         MsgType = 0x20
@@ -114,6 +115,8 @@ func newMessage(t MsgType) Message {
 		return new(PositionRequest)
 	case TypePosition:
 		return new(Position)
+	case TypeOwed:
+		return new(Owed)
 	case TypePut:
 		return new(Put)
 	case TypeWriteRanges:

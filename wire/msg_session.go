@@ -108,6 +108,54 @@ func (m *Position) validate() error {
 	return checkText("Position channel", m.Channel, maxChannelLen)
 }
 
+// MaxOwedPaths bounds the paths of one Owed message; a batch that owes
+// more sends several.
+const MaxOwedPaths = 1024
+
+// Owed comes just before the Ack of batch Seq when some of its ops could
+// not be applied as operations, because the replica's tree was not in the
+// state they expect (a rename's source gone, a name in the way, a
+// directory not empty). Each of Paths is a path such an op touches (or
+// the topmost of its ancestors the replica lacks): the batch skipped
+// those ops and applied the rest, and the client owes the replica the
+// master's present state of each path — present with its content,
+// attributes and links, or absent — before its next batch.
+type Owed struct {
+	Seq   uint64
+	Paths []string
+}
+
+func (*Owed) Type() MsgType { return TypeOwed }
+func (m *Owed) appendPayload(b []byte) []byte {
+	b = appendUvarint(appendUvarint(b, m.Seq), uint64(len(m.Paths)))
+	for _, p := range m.Paths {
+		b = appendString(b, p)
+	}
+	return b
+}
+func (m *Owed) decode(d *decoder) {
+	m.Seq = d.uvarint("seq")
+	n := d.count("paths", MaxOwedPaths, 1)
+	m.Paths = make([]string, n)
+	for i := range m.Paths {
+		m.Paths[i] = d.str("path", MaxPathLen)
+	}
+}
+func (m *Owed) validate() error {
+	if m.Seq == 0 {
+		return protoErrf(CodeProtocol, "Owed: seq 0")
+	}
+	if len(m.Paths) == 0 || len(m.Paths) > MaxOwedPaths {
+		return protoErrf(CodeProtocol, "Owed: %d paths, want 1 to %d", len(m.Paths), MaxOwedPaths)
+	}
+	for _, p := range m.Paths {
+		if err := checkPath("Owed", "path", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Data is a chunk of file content following a Put or WriteRanges. Its
 // payload is the bytes themselves, with no length prefix; it is never
 // empty. A received Data's Bytes alias the connection's buffer and are

@@ -29,6 +29,7 @@ var golden = map[string]string{
 	"PositionRequest":        "1303026472",
 	"PositionRequestDefault": "130100",
 	"Position":               "1408026472ac02ad0202",
+	"Owed":                   "1523ac020212757365722f626f622f6375722f313a322c530c757365722f626f622f746d70",
 	"PositionNone":           "140400000000",
 	"PutInline":              "202412757365722f626f622f6375722f312e656d6c018003080caab4aed8c7bfce972f802000",
 	"PutByGUID":              "202a016102a40300000105010102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",

@@ -52,6 +52,7 @@ var samples = []struct {
 	{"PositionRequestDefault", &PositionRequest{}},
 	{"Position", &Position{Channel: "dr", Applied: 300, Interrupted: 301, Epoch: 2}},
 	{"PositionNone", &Position{}},
+	{"Owed", &Owed{Seq: 300, Paths: []string{"user/bob/cur/1:2,S", "user/bob/tmp"}}},
 	{"PutInline", &Put{Path: "user/bob/cur/1.eml", Content: ContentInline, Mode: 0o600, UID: 8, GID: 12, Mtime: 1700000000123456789, Size: 4096}},
 	{"PutByGUID", &Put{Path: "a", Content: ContentByGUID, Mode: 0o644, Mtime: -1, Size: 5, GUID: sampleGUID()}},
 	{"WriteRanges", &WriteRanges{Path: "user/bob/mbox", Size: 1 << 20, Ranges: []Range{{0, 10}, {4096, 200}}, GUID: sampleSHA1()}},

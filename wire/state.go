@@ -107,6 +107,11 @@ func (s *recvState) checkClient(m Message) error {
 		}
 		s.lastAck = m.Seq
 		return nil
+	case *Owed:
+		if m.Seq <= s.lastAck {
+			return &ProtoError{Code: CodeProtocol, Msg: fmt.Sprintf("Owed for batch %d after Ack %d", m.Seq, s.lastAck), Seq: m.Seq}
+		}
+		return nil
 	case *Lacks, *Position:
 		return nil
 	case *DigestReply:

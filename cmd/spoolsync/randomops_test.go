@@ -16,7 +16,9 @@ import (
 // TestRandomOps: random sequences of what a mail server does to files —
 // create, write at offsets, append, truncate, rename (plain, over another,
 // exchange, of directories too), hard link, symlink, unlink, mkdir,
-// rmdir, chmod, chown, utimes, xattrs set and removed, fsync — in a small
+// rmdir, chmod, chown, utimes, xattrs set and removed, fsync, sparse
+// writes; and of directories their mode, owner, times and xattrs, an
+// exchange of two, one made, given an xattr and moved at once — in a small
 // namespace, so that names are reused and objects move, link and vanish
 // in every order and across batch boundaries. After each sequence the
 // replica must be identical. Each seed's operations are logged, so a
@@ -69,7 +71,7 @@ func TestRandomOps(t *testing.T) {
 			}
 		}
 		for i := 0; i < 300; i++ {
-			switch rng.IntN(20) {
+			switch rng.IntN(25) {
 			case 0, 1:
 				f := path()
 				do("write "+f, os.WriteFile(f, []byte(fmt.Sprintf("%d-%d %s", seed, i, message(i))), 0o644))
@@ -133,6 +135,54 @@ func TestRandomOps(t *testing.T) {
 			case 19:
 				f := path()
 				do("chown "+f, os.Lchown(f, 1000+rng.IntN(2), 1000+rng.IntN(2)))
+			case 20:
+				// A directory's own attributes: mode, owner, times.
+				d := dir()
+				switch rng.IntN(3) {
+				case 0:
+					do("chmod dir "+d, os.Chmod(d, os.FileMode(0o755-rng.IntN(2)*0o50)))
+				case 1:
+					do("chown dir "+d, os.Lchown(d, 1000+rng.IntN(2), 1000+rng.IntN(2)))
+				default:
+					tm := time.Unix(1.7e9+int64(rng.IntN(1e6)), 0)
+					do("utimes dir "+d, os.Chtimes(d, tm, tm))
+				}
+			case 21:
+				d := dir()
+				if rng.IntN(2) == 0 {
+					do("setxattr dir "+d, unix.Setxattr(d, "user.dir", []byte(fmt.Sprint("d-", i)), 0))
+				} else {
+					do("removexattr dir "+d, unix.Removexattr(d, "user.dir"))
+				}
+			case 22:
+				// A directory made, given an xattr and moved at once (issue
+				// 14: the replica lost the xattr, 9 times in 9).
+				d, to := filepath.Join(root, fmt.Sprint("new", i)), dir()
+				if os.Mkdir(d, 0o750) == nil {
+					do("mkdir "+d, nil)
+					do("setxattr dir "+d, unix.Setxattr(d, "user.t", []byte(fmt.Sprint(i)), 0))
+					dst := filepath.Join(to, names[rng.IntN(len(names))])
+					if err := os.Rename(d, dst); err != nil {
+						os.RemoveAll(d)
+						do("rmdir "+d, nil)
+					} else {
+						do("rename dir "+d+" "+dst, nil)
+					}
+				}
+			case 23:
+				// Exchange of two directories (their owners and modes
+				// differ): each keeps its own attributes under the other's
+				// name.
+				a, b := dir(), dir()
+				do("exchange dirs "+a+" "+b, unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE))
+			case 24:
+				// A sparse file: holes stay holes on the replica.
+				f := path()
+				if fh, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
+					_, err = fh.WriteAt([]byte("after a hole"), int64(1+rng.IntN(4))<<20)
+					fh.Close()
+					do("sparse write "+f, err)
+				}
 			case 13:
 				// An fsync ends a batch here, so the next ops land in another.
 				if fh, err := os.Open(path()); err == nil {

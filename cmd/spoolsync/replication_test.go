@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -74,7 +75,33 @@ func (p *pair) waitSyncedSub(t *testing.T, sub string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st, _ := readStatus(filepath.Join(p.m.state, "log"))
-	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr)
+	t.Fatalf("replica's %q not identical after 60s (status %+v):\n%s\nmount log:\n%s\nserver log:\n%s", sub, st, strings.Join(diffs, "\n"), p.mount.stderr, p.server.stderr)
+}
+
+// syncedWithin waits until deadline for the mount to report no backlog
+// and nothing owed on its channel and the trees to be identical; the
+// error says what still differs.
+func (p *pair) syncedWithin(deadline time.Time) error {
+	var last string
+	for {
+		st, err := readStatus(filepath.Join(p.m.state, "log"))
+		switch {
+		case err != nil:
+			last = err.Error()
+		case len(st) != 1 || st[0].BacklogEvents != 0 || st[0].ResyncOwed != "":
+			last = fmt.Sprintf("status %+v", st)
+		default:
+			diffs, err := treecmp.Diff(p.m.backing, p.r.root, treecmp.Options{Skip: []string{fence.Dir, fence.QuarantineDir}, DirMtimes: true})
+			if err == nil && len(diffs) == 0 {
+				return nil
+			}
+			last = fmt.Sprintf("%d differences (%v):\n%s", len(diffs), err, strings.Join(diffs[:min(len(diffs), 50)], "\n"))
+		}
+		if time.Now().After(deadline) {
+			return errors.New(last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitStatus polls the mount's status until its one channel satisfies ok,
@@ -377,9 +404,9 @@ func TestReplicaDiskFull(t *testing.T) {
 // TestReplicaHealsLostFile: the replica loses a message (an administrator,
 // a disk, a resync --delete that raced its delivery) and the master then
 // renames and rewrites it. Those ops name a file the replica does not
-// have: the batch is refused with code missing, the master sends the file
-// whole instead, and replication goes on, rather than failing the same
-// batch forever.
+// have: the replica skips them and says their paths are owed, the master
+// brings those paths to its present state before its next batch, and
+// replication goes on, rather than failing the same batch forever.
 func TestReplicaHealsLostFile(t *testing.T) {
 	p := newPair(t, "")
 	md := filepath.Join(p.m.mnt, "user", "Maildir")
@@ -410,18 +437,17 @@ func TestReplicaHealsLostFile(t *testing.T) {
 	p.waitSynced(t)
 	deliver(t, md, "after", "mail after the loss")
 	p.waitSynced(t)
-	if !strings.Contains(p.mount.stderr.String(), "sending it whole") {
-		t.Errorf("the mount did not say it healed the replica:\n%s", p.mount.stderr)
+	if !strings.Contains(p.mount.stderr.String(), "bringing their paths to the master's state") {
+		t.Errorf("the mount did not say it brought the skipped paths to its state:\n%s", p.mount.stderr)
 	}
 }
 
-// TestReplicaRefusesForGood: something on the replica's tree makes it
-// refuse a batch with code apply, the same way every time it is sent —
-// here a directory where the master delivers a file. Sent again and
-// again, replication would stop for good. After a few refusals the master
-// resyncs the directories the batch touches instead, goes past it, and
-// replication goes on.
-func TestReplicaRefusesForGood(t *testing.T) {
+// TestReplicaRefusesForGood: something on the replica's tree is in the
+// way of a batch — here a directory where the master delivers a file.
+// Refused and sent again, replication would stop for good (before, it went
+// past after a few refusals). The batch applies; the put it could not do
+// is owed, and the master's state of that path replaces the directory.
+func TestReplicaThingInTheWay(t *testing.T) {
 	p := newPair(t, "")
 	md := filepath.Join(p.m.mnt, "user", "Maildir")
 	mkMaildir(t, md)
@@ -432,8 +458,11 @@ func TestReplicaRefusesForGood(t *testing.T) {
 	p.waitSynced(t)
 	deliver(t, md, "third", message(3))
 	p.waitSynced(t)
-	if !strings.Contains(p.mount.stderr.String(), "refused the same batch again") {
-		t.Errorf("the mount did not say it went past the refused batch:\n%s", p.mount.stderr)
+	if !strings.Contains(p.mount.stderr.String(), "bringing their paths to the master's state") {
+		t.Errorf("the mount did not say it brought the skipped path to its state:\n%s", p.mount.stderr)
+	}
+	if strings.Contains(p.mount.stderr.String(), "refused the same batch again") {
+		t.Errorf("the replica refused the batch:\n%s", p.mount.stderr)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -145,11 +144,19 @@ func (ss *session) applyAndAck(b *wire.BatchBegin, src string, need []byGUID, sp
 	if err := ss.precheck(b.Seq, need); err != nil {
 		return err
 	}
-	if err := ss.apply(b, src, need, sp, staged); err != nil {
+	owed, err := ss.apply(b, src, need, sp, staged)
+	if err != nil {
 		return err
 	}
 	ss.srv.opts.Metrics.batchApplied(ops, bytes, time.Since(applyStart))
 	ss.noteBatch(b, ops, bytes, time.Since(start))
+	for len(owed) > 0 {
+		part := owed[:min(len(owed), wire.MaxOwedPaths)]
+		owed = owed[len(part):]
+		if err := ss.c.Send(&wire.Owed{Seq: b.Seq, Paths: part}); err != nil {
+			return err
+		}
+	}
 	return ss.reply(&wire.Ack{Seq: b.Seq})
 }
 
@@ -183,37 +190,41 @@ func lackingGUID(seq uint64, p string, g wire.GUID) error {
 }
 
 // apply syncs the staged content, runs the spooled batch in one Txn (the
-// staged Puts by rename) and commits it. On any error the
-// Txn is aborted and the error is one to send to the client.
-func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged) error {
+// staged Puts by rename) and commits it. An op whose precondition does
+// not hold on the tree (replica.Unmet) is skipped and its paths are
+// returned as owed: the batch applies whatever state the replica is in,
+// and the master brings those paths to its present state (wire.Owed). On
+// any other error the Txn is aborted and the error is one to send to the
+// client.
+func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spool, staged []*replica.Staged) ([]string, error) {
 	turn := ss.srv.turnsOf(ss.store)
 	turn.acquire(ss.identity)
 	defer turn.release()
 	txn, err := ss.store.Begin(src, b.Seq)
 	if errors.Is(err, replica.ErrAlreadyApplied) {
 		// Another connection of this source applied it while it arrived.
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return ss.applyError(b.Seq, err)
+		return nil, ss.applyError(b.Seq, err)
 	}
 	// The batch may remove a copy source before the put that copies it.
 	txn.Pin(guidsOf(need))
 	if len(staged) > 0 {
 		if err := ss.store.SyncStaged(); err != nil {
 			txn.Abort()
-			return ss.applyError(b.Seq, err)
+			return nil, ss.applyError(b.Seq, err)
 		}
 	}
 	r, err := sp.reader()
 	if err != nil {
 		txn.Abort()
-		return ss.applyError(b.Seq, err)
+		return nil, ss.applyError(b.Seq, err)
 	}
 	for i := 0; ; i++ {
 		if ss.srv.stopping() {
 			txn.Abort()
-			return &wire.ProtoError{Code: wire.CodeShutdown, Seq: b.Seq, Msg: fmt.Sprintf("replica shutting down; batch %d aborted, resend it", b.Seq)}
+			return nil, &wire.ProtoError{Code: wire.CodeShutdown, Seq: b.Seq, Msg: fmt.Sprintf("replica shutting down; batch %d aborted, resend it", b.Seq)}
 		}
 		m, err := r.next()
 		if err == io.EOF {
@@ -223,20 +234,82 @@ func (ss *session) apply(b *wire.BatchBegin, src string, need []byGUID, sp *spoo
 			if i < len(staged) && staged[i] != nil {
 				err = txn.PutStaged(m.(*wire.Put).Path, staged[i])
 			} else {
-				err = applyOp(txn, m, r)
+				content := r.content(dataLen(m))
+				err = applyOp(txn, m, content)
+				if err != nil && replica.Unmet(err) {
+					// What the op did not read of its content is
+					// still in the spool, before the next op.
+					if _, derr := io.Copy(io.Discard, content); derr != nil {
+						err = derr
+					}
+				}
 			}
+		}
+		if err != nil && replica.Unmet(err) {
+			ss.log.Info("server: op skipped, its paths are owed the master's state", "seq", b.Seq, "channel", b.Channel, "err", err)
+			txn.Owe(opPaths(m)...)
+			continue
 		}
 		if err != nil {
 			txn.Abort()
 			var pe *wire.ProtoError
 			if errors.As(err, &pe) {
-				return pe
+				return nil, pe
 			}
-			return ss.applyError(b.Seq, err)
+			return nil, ss.applyError(b.Seq, err)
 		}
 	}
+	owed := txn.Owed()
 	if err := txn.Commit(); err != nil {
-		return ss.applyError(b.Seq, err)
+		return nil, ss.applyError(b.Seq, err)
+	}
+	return owed, nil
+}
+
+// dataLen is how many content bytes follow op m in the spool.
+func dataLen(m wire.Message) uint64 {
+	switch m := m.(type) {
+	case *wire.Put:
+		return m.DataLen()
+	case *wire.WriteRanges:
+		return m.DataLen()
+	}
+	return 0
+}
+
+// opPaths lists the paths op m touches.
+func opPaths(m wire.Message) []string {
+	switch m := m.(type) {
+	case *wire.Put:
+		return []string{m.Path}
+	case *wire.WriteRanges:
+		return []string{m.Path}
+	case *wire.Truncate:
+		return []string{m.Path}
+	case *wire.Mkdir:
+		return []string{m.Path}
+	case *wire.Rmdir:
+		return []string{m.Path}
+	case *wire.Unlink:
+		return []string{m.Path}
+	case *wire.Rename:
+		return []string{m.Src, m.Dst}
+	case *wire.Link:
+		return []string{m.Existing, m.New}
+	case *wire.Symlink:
+		return []string{m.Path}
+	case *wire.Mknod:
+		return []string{m.Path}
+	case *wire.SetAttr:
+		return []string{m.Path}
+	case *wire.SetXattr:
+		return []string{m.Path}
+	case *wire.SetXattrs:
+		return []string{m.Path}
+	case *wire.RemoveXattr:
+		return []string{m.Path}
+	case *wire.Quarantine:
+		return []string{m.Path}
 	}
 	return nil
 }
@@ -269,19 +342,9 @@ func (ss *session) stagePut(b *wire.BatchBegin, m *wire.Put) (*replica.Staged, e
 	}
 }
 
-// dataLen is the content that follows op m.
-func dataLen(m wire.Message) uint64 {
-	switch m := m.(type) {
-	case *wire.Put:
-		return m.DataLen()
-	case *wire.WriteRanges:
-		return m.DataLen()
-	}
-	return 0
-}
-
-// applyOp applies one op; content comes from the spool records after it.
-func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
+// applyOp applies one op; content is its bytes, from the spool records
+// after it.
+func applyOp(t *replica.Txn, m wire.Message, content io.Reader) error {
 	switch m := m.(type) {
 	case *wire.Put:
 		md := meta(m.Mode, m.UID, m.GID, m.Mtime)
@@ -289,7 +352,7 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 			// Indexed in the sender's mode, so its later puts by GUID
 			// (in this batch or another) find it.
 			md.GUIDMode = guid.Mode(m.GUID.Mode)
-			return t.Put(m.Path, md, r.content(m.Size))
+			return t.Put(m.Path, md, content)
 		}
 		ok, err := t.PutGUID(m.Path, md, toGUID(m.GUID))
 		if err == nil && !ok {
@@ -297,7 +360,7 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 		}
 		return err
 	case *wire.WriteRanges:
-		return t.WriteRanges(m.Path, int64(m.Size), ranges(m.Ranges), r.content(m.DataLen()))
+		return t.WriteRanges(m.Path, int64(m.Size), ranges(m.Ranges), content)
 	case *wire.Truncate:
 		return t.Truncate(m.Path, int64(m.Size))
 	case *wire.Mkdir:
@@ -338,10 +401,9 @@ func applyOp(t *replica.Txn, m wire.Message, r *spoolReader) error {
 }
 
 // applyError is the Error a failed apply sends: code badpath for a path
-// the replica refused as leaving its root, missing (with its path) for an
-// object the op needs that the replica lacks, which the master heals by
-// sending it whole, apply otherwise; with the seq and the replica's
-// reason.
+// the replica refused as leaving its root, apply otherwise (an op whose
+// precondition does not hold is no error: it is owed); with the seq and
+// the replica's reason.
 func (ss *session) applyError(seq uint64, err error) error {
 	code := wire.CodeApply
 	if errors.Is(err, replica.ErrBadPath) || errors.Is(err, replica.ErrOutsideRoot) {
@@ -351,16 +413,6 @@ func (ss *session) applyError(seq uint64, err error) error {
 	var re *replica.Error
 	if errors.As(err, &re) {
 		p = re.Path
-		if p != "" && errors.Is(err, fs.ErrNotExist) {
-			// The object the op needs: its path, or an exchange's other
-			// one (a rename's missing destination is no error).
-			switch {
-			case ss.store.Missing(p):
-				code = wire.CodeMissing
-			case re.Path2 != "" && ss.store.Missing(re.Path2):
-				code, p = wire.CodeMissing, re.Path2
-			}
-		}
 	}
 	return &wire.ProtoError{Code: code, Seq: seq, Path: p,
 		Msg: fmt.Sprintf("batch %d not applied: %v", seq, err)}

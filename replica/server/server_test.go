@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,32 +255,54 @@ func TestApplyErrorEscapes(t *testing.T) {
 	}
 }
 
-// TestMissingNamesWhatIsMissing: an op refused because the replica lacks
-// an object it needs is answered with code missing and that object's
-// path — for an exchange, also its second path (found by TestRandomOps:
-// "rename x -> y: no such file" came as code apply, since x was there, and
-// the master retried the same batch for ever); an op refused for another
-// reason is not.
-func TestMissingNamesWhatIsMissing(t *testing.T) {
+// TestUnmetOpsAreOwed: an op whose precondition does not hold on the
+// replica's tree neither fails the batch nor stops it (issue 14: queued
+// batches naming in-between maildir names were refused as missing, then
+// healed one step per retry, for hours). The replica skips it, applies the
+// rest — the op's content, still in the spool, included — and before the
+// Ack lists the paths the skipped op touched (the topmost missing
+// ancestor for a missing directory): the master owes them its present
+// state.
+func TestUnmetOpsAreOwed(t *testing.T) {
+	wr := op{&wire.WriteRanges{Path: "gone", Size: 5, Ranges: []wire.Range{{Off: 0, Len: 5}}}, []byte("hello")}
 	cases := []struct {
 		name string
 		ops  []op
-		code wire.Code
-		path string
+		owed []string
 	}{
-		{"rename of a missing file", []op{{m: &wire.Rename{Src: "gone", Dst: "b"}}}, wire.CodeMissing, "gone"},
-		{"exchange with a missing file", []op{put("a", "x"), {m: &wire.Rename{Src: "a", Dst: "gone", Flags: wire.RenameExchange}}}, wire.CodeMissing, "gone"},
-		{"put into a missing directory", []op{put("nodir/a", "x")}, wire.CodeApply, "nodir/a"},
+		{"rename of a missing file", []op{{m: &wire.Rename{Src: "gone", Dst: "b"}}}, []string{"b", "gone"}},
+		{"exchange with a missing file", []op{put("a", "x"), {m: &wire.Rename{Src: "a", Dst: "gone", Flags: wire.RenameExchange}}}, []string{"a", "gone"}},
+		{"link of a missing file", []op{{m: &wire.Link{Existing: "gone", New: "b"}}}, []string{"b", "gone"}},
+		{"put into a missing directory", []op{put("nodir/sub/a", "x")}, []string{"nodir"}},
+		{"write to a missing file", []op{wr}, []string{"gone"}},
+		{"attributes of a missing file", []op{{m: &wire.SetAttr{Path: "gone", Mask: wire.AttrMode, Mode: 0o600}}}, []string{"gone"}},
+		{"rmdir of a directory not empty", []op{{m: &wire.Mkdir{Path: "d", Mode: 0o755}}, put("d/f", "x"), {m: &wire.Rmdir{Path: "d"}}}, []string{"d"}},
+		{"mkdir where a file is", []op{put("f", "x"), {m: &wire.Mkdir{Path: "f", Mode: 0o755}}}, []string{"f"}},
+		// TestRandomOps: the batch was refused, three times, then passed.
+		{"write to a symlink", []op{{m: &wire.Symlink{Path: "gone", Target: "x"}}, wr}, []string{"gone"}},
+		{"link of a directory", []op{{m: &wire.Mkdir{Path: "d", Mode: 0o755}}, {m: &wire.Link{Existing: "d", New: "b"}}}, []string{"b", "d"}},
+		{"chmod of a symlink", []op{{m: &wire.Symlink{Path: "s", Target: "x"}}, {m: &wire.SetAttr{Path: "s", Mask: wire.AttrMode, Mode: 0o600}}}, []string{"s"}},
+		{"write to a fifo", []op{{m: &wire.Mknod{Path: "gone", Kind: wire.KindFIFO, Mode: 0o600}}, wr}, []string{"gone"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ts := newTestServer(t)
 			conn := ts.dial()
-			sendBatch(t, conn, 1, "", c.ops...)
-			_, err := conn.Recv()
-			var pe *wire.ProtoError
-			if !errors.As(err, &pe) || pe.Code != c.code || pe.Path != c.path {
-				t.Fatalf("got %v, want code %v naming %s", err, c.code, c.path)
+			sendBatch(t, conn, 1, "", append(c.ops, put("after", "applied"))...)
+			o := recv[*wire.Owed](t, conn)
+			if o.Seq != 1 || !slices.Equal(o.Paths, c.owed) {
+				t.Errorf("owed %q for batch %d, want %q for batch 1", o.Paths, o.Seq, c.owed)
+			}
+			if a := recv[*wire.Ack](t, conn); a.Seq != 1 {
+				t.Errorf("ack %d, want 1", a.Seq)
+			}
+			if got := ts.read("after"); got != "applied" {
+				t.Errorf("the op after the skipped one: %q, want applied", got)
+			}
+			// The next batch applies as usual, with nothing owed.
+			sendBatch(t, conn, 2, "", put("next", "x"))
+			if a := recv[*wire.Ack](t, conn); a.Seq != 2 {
+				t.Errorf("ack %d, want 2", a.Seq)
 			}
 		})
 	}
