@@ -55,49 +55,21 @@ func runResync(args []string) error {
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
+	m, err := openMasterSide("resync", *cfgPath, *spool, *channel)
 	if err != nil {
 		return err
 	}
-	if *spool == "" {
-		*spool = cfg.SpoolDir
-	}
-	if *spool == "" {
-		return usagef("resync: no spool: give --spool DIR or set spool_dir in %s", configName(cfg))
-	}
-	if st, err := os.Stat(*spool); err != nil || !st.IsDir() {
-		return usagef("resync: the spool %s is not a directory", *spool)
-	}
-	tree, err := fence.Read(*spool, fence.Master)
-	if err != nil {
-		return fmt.Errorf("resync: %w", err)
-	}
-	ch, err := pickChannel(cfg, *channel, tree.Epoch)
-	if err != nil {
-		return err
-	}
+	defer m.cache.Close()
+	cfg, ch := m.cfg, m.ch
+	*spool = m.spool
 	paths, err := resyncPaths(*spool, fl.Args(), *del)
 	if err != nil {
 		return err
 	}
-	mode, err := guid.ParseMode(cfg.GUIDMode)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("resync: state_dir %s: %w", cfg.StateDir, err)
-	}
-	// Its own cache: the mount's is held open (and locked) by the mount.
-	cache, err := guid.OpenCache(filepath.Join(cfg.StateDir, "resync-guid-cache.db"))
-	if err != nil {
-		return fmt.Errorf("resync: %w", err)
-	}
-	defer cache.Close()
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	opts := replicator.ResyncOptions{Backing: *spool, Paths: paths, DryRun: *dryRun, Delete: *del, Verify: *verify,
-		Client: ch.Client, Cache: cache, Mode: mode, Logger: newLogger(cfg.LogFormat, false), MaxFileSize: cfg.MaxFileSize}
+		Client: ch.Client, Cache: m.cache, Mode: m.mode, Logger: newLogger(cfg.LogFormat, false), MaxFileSize: cfg.MaxFileSize}
 	if _, err := readStatus(cfg.SyncLogDir); err == nil {
 		opts.Rescan = func(p []string) error { return requestRescan(cfg.SyncLogDir, p) }
 	}
@@ -210,4 +182,54 @@ func printResync(r *replicator.ResyncReport, o replicator.ResyncOptions, asJSON 
 	fmt.Printf("resync: scanned %d, identical %d, different %d; %s %d operations, %s of content, %s sent and %s received on the wire; deduplicated %d; extra on replica %d (%s); errors %d; %s\n",
 		r.Scanned, r.Identical, r.Different, verb, r.Shipped, humanBytes(r.ContentBytes), humanBytes(r.WireBytes), humanBytes(r.WireBytesIn),
 		r.Dedup, r.Extra, extra, len(r.Errors), (time.Duration(r.Seconds * float64(time.Second))).Round(time.Millisecond))
+}
+
+// masterSide is what resync and verify need on the master: the
+// configuration, the spool, the replica's channel, and a GUID cache of
+// their own (the mount's is held open, and locked, by the mount).
+type masterSide struct {
+	cfg   *config.Config
+	spool string
+	ch    replicator.ChannelConfig
+	mode  guid.Mode
+	cache *guid.Cache
+}
+
+// openMasterSide loads cfgPath and opens the master side for command cmd
+// (its name starts every error); spool and channel are the command's
+// flags. The caller closes the cache.
+func openMasterSide(cmd, cfgPath, spool, channel string) (*masterSide, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if spool == "" {
+		spool = cfg.SpoolDir
+	}
+	if spool == "" {
+		return nil, usagef("%s: no spool: give --spool DIR or set spool_dir in %s", cmd, configName(cfg))
+	}
+	if st, err := os.Stat(spool); err != nil || !st.IsDir() {
+		return nil, usagef("%s: the spool %s is not a directory", cmd, spool)
+	}
+	tree, err := fence.Read(spool, fence.Master)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	ch, err := pickChannel(cfg, channel, tree.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := guid.ParseMode(cfg.GUIDMode)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: state_dir %s: %w", cmd, cfg.StateDir, err)
+	}
+	cache, err := guid.OpenCache(filepath.Join(cfg.StateDir, "resync-guid-cache.db"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return &masterSide{cfg: cfg, spool: spool, ch: ch, mode: mode, cache: cache}, nil
 }

@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"spoolsync/config"
-	"spoolsync/fence"
-	"spoolsync/guid"
 	"spoolsync/replicator"
 )
 
@@ -42,43 +39,15 @@ func runVerify(args []string) error {
 	if *passes < 1 {
 		return usagef("verify: --passes must be at least 1")
 	}
-	cfg, err := config.Load(*cfgPath)
+	m, err := openMasterSide("verify", *cfgPath, *spool, *channel)
 	if err != nil {
 		return err
 	}
-	if *spool == "" {
-		*spool = cfg.SpoolDir
-	}
-	if *spool == "" {
-		return usagef("verify: no spool: give --spool DIR or set spool_dir in %s", configName(cfg))
-	}
-	if st, err := os.Stat(*spool); err != nil || !st.IsDir() {
-		return usagef("verify: the spool %s is not a directory", *spool)
-	}
-	tree, err := fence.Read(*spool, fence.Master)
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	ch, err := pickChannel(cfg, *channel, tree.Epoch)
-	if err != nil {
-		return err
-	}
-	mode, err := guid.ParseMode(cfg.GUIDMode)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("verify: state_dir %s: %w", cfg.StateDir, err)
-	}
-	// resync's cache: the mount's is held open (and locked) by the mount.
-	cache, err := guid.OpenCache(filepath.Join(cfg.StateDir, "resync-guid-cache.db"))
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	defer cache.Close()
+	defer m.cache.Close()
+	ch := m.ch
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ps, err := replicator.Verify(ctx, replicator.VerifyOptions{Backing: *spool, Client: ch.Client, Cache: cache, Mode: mode, Passes: *passes})
+	ps, err := replicator.Verify(ctx, replicator.VerifyOptions{Backing: m.spool, Client: ch.Client, Cache: m.cache, Mode: m.mode, Passes: *passes})
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
