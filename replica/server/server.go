@@ -130,27 +130,14 @@ func New(opts Options) (*Server, error) {
 		// seeding 54,000 messages spent most of its time there).
 		opts.SpoolMemory = 64 << 20
 	}
-	if opts.MaxHandshakes <= 0 {
-		opts.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if opts.MaxHandshakesPerAddr <= 0 {
-		opts.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
-	}
-	if opts.FreeFailures <= 0 {
-		opts.FreeFailures = DefaultFreeFailures
-	}
-	if opts.MaxLoginBackoff <= 0 {
-		opts.MaxLoginBackoff = DefaultMaxLoginBackoff
-	}
-	if opts.MaxBatchOps <= 0 {
-		opts.MaxBatchOps = DefaultMaxBatchOps
-	}
-	if opts.MaxBatchBytes <= 0 {
-		opts.MaxBatchBytes = DefaultMaxBatchBytes
-	}
-	if opts.MaxFileSize <= 0 {
-		opts.MaxFileSize = DefaultMaxFileSize
-	}
+	// Zero (or negative) limits take their defaults.
+	orDefault(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	orDefault(&opts.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
+	orDefault(&opts.FreeFailures, DefaultFreeFailures)
+	orDefault(&opts.MaxLoginBackoff, DefaultMaxLoginBackoff)
+	orDefault(&opts.MaxBatchOps, DefaultMaxBatchOps)
+	orDefault(&opts.MaxBatchBytes, DefaultMaxBatchBytes)
+	orDefault(&opts.MaxFileSize, DefaultMaxFileSize)
 	if opts.MinFreeSpace == 0 {
 		opts.MinFreeSpace = DefaultMinFreeSpace
 	}
@@ -392,5 +379,12 @@ func (s *Server) stopping() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// orDefault sets *v to def unless it is positive.
+func orDefault[T int | int64 | uint64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
