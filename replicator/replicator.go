@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"spoolsync/internal/durable"
 	"strings"
 	"sync"
 	"time"
+
+	"spoolsync/internal/durable"
 
 	"spoolsync/guid"
 	"spoolsync/replicator/synclog"
