@@ -69,7 +69,7 @@ func runServer(args []string) error {
 	trees := &treeSet{sc: sc, logger: logger, stores: map[string]server.Tree{}}
 	defer trees.close()
 	opts := server.Options{Wire: sc.wire, SpoolDir: filepath.Join(sc.state, "spool"), GUIDMode: sc.mode, Logger: logger,
-		AcceptEpoch: *acceptEpoch, MaxBatchOps: cfg.ReplicaBatchOps, MaxBatchBytes: cfg.ReplicaBatchBytes, MaxFileSize: cfg.MaxFileSize}
+		AcceptEpoch: *acceptEpoch, Passwords: sc.passwords, MaxBatchOps: cfg.ReplicaBatchOps, MaxBatchBytes: cfg.ReplicaBatchBytes, MaxFileSize: cfg.MaxFileSize}
 	treeDesc := "one tree per master"
 	if *perMaster {
 		opts.TreeFor = trees.forIdentity
@@ -153,6 +153,7 @@ type serverSetup struct {
 	root, state string
 	mode        guid.Mode
 	wire        wire.ServerConfig
+	passwords   *server.Passwords
 	privileged  bool // replica_allow_privileged
 	maxFile     int64
 }
@@ -199,7 +200,8 @@ func checkServerConfig(cfg *config.Config, root string, logger *slog.Logger) (se
 		if st.Mode().Perm()&0o077 != 0 {
 			logger.Warn("sasl_passwd_file is readable by others: chmod 600 it", "path", cfg.SASLPasswdFile, "mode", fmt.Sprintf("%#o", st.Mode().Perm()))
 		}
-		sc.wire.Authenticate = server.Authenticator(cfg.SASLPasswdFile)
+		sc.passwords = server.NewPasswords(cfg.SASLPasswdFile)
+		sc.wire.Authenticate = sc.passwords.Authenticate
 	}
 	if sc.mode, err = guid.ParseMode(cfg.GUIDMode); err != nil {
 		return sc, usagef("server: %v (in %s)", err, conf)

@@ -58,11 +58,15 @@
 // # Limits (what a peer can take)
 //
 // Before authentication (guard.go): at most MaxHandshakes connections in
-// the handshake, MaxHandshakesPerAddr per source IP, closed unheard over
-// that; wire accepts only handshake-sized frames until AuthOK. Password
-// checks run at most maxPasswordChecks at once (passwd.go); an address
-// with more than FreeFailures failed logins in a row waits 1 s, 2 s, 4 s…
-// up to MaxLoginBackoff before its next connection is heard.
+// the handshake (three quarters for addresses that failed lately),
+// MaxHandshakesPerAddr per source IP, refused unheard over that; wire
+// accepts only handshake-sized frames until AuthOK. An address with more
+// than FreeFailures failed logins in a row waits 1 s, 2 s, 4 s… up to
+// MaxLoginBackoff before its next connection is heard; a connection
+// refused for its address is held up to Tarpit first. Password checks run
+// at most maxPasswordChecks at once, one place kept for urgent ones: a
+// login from an address that has not failed lately and has nothing else
+// in the handshake (passwd.go, Passwords).
 //
 // After it (limits.go): an epoch is adopted only one above the tree's, or
 // Options.AcceptEpoch (session.go). A batch has at most MaxBatchOps ops

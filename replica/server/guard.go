@@ -8,7 +8,7 @@ import (
 
 // Defaults of what unauthenticated peers may take (Options).
 const (
-	DefaultMaxHandshakes        = 64
+	DefaultMaxHandshakes        = 256
 	DefaultMaxHandshakesPerAddr = 8
 	// DefaultFreeFailures failed logins in a row from one address cost
 	// nothing more than the failure delay (typos, a rotated password, an
@@ -26,6 +26,14 @@ const (
 // during which its connections are closed at once, before any password is
 // checked. A successful login from an address clears its record.
 //
+// An address with a failed login not yet cleared by a success is
+// suspect: suspect addresses together hold at most three quarters of the
+// handshake slots, so that a flood from many addresses cannot lock a
+// master out. A connection from an address that is not suspect and has no
+// other connection in the handshake (a master logs in once) is urgent:
+// its password check goes before the others queued (Passwords.Check), so
+// it waits at most for the checks running.
+//
 // Addresses are IPs (IPv6: their /64): the port of each connection
 // differs. Connections
 // without an IP (net.Pipe, Unix sockets) count only towards the total.
@@ -37,6 +45,7 @@ type guard struct {
 
 	mu      sync.Mutex
 	total   int
+	suspect int // of total, from suspect addresses
 	perAddr map[string]int
 	fails   map[string]*failures
 }
@@ -75,20 +84,27 @@ const (
 )
 
 // admit takes a handshake slot for a connection from ip; done must be
-// called once the handshake is over. On refusal it says why.
-func (g *guard) admit(ip string) (done func(), refused string) {
+// called once the handshake is over. On refusal it says why. urgent: see
+// guard.
+func (g *guard) admit(ip string) (done func(), urgent bool, refused string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f := g.fails[ip]; ip != "" && f != nil && g.now().Before(f.until) {
-		return nil, refusedBackoff
+	f := g.fails[ip]
+	suspect := ip != "" && f != nil
+	if suspect && g.now().Before(f.until) {
+		return nil, false, refusedBackoff
 	}
-	if g.total >= g.maxTotal {
-		return nil, refusedTotal
+	if g.total >= g.maxTotal || suspect && g.suspect >= g.maxTotal-g.maxTotal/4 {
+		return nil, false, refusedTotal
 	}
 	if ip != "" && g.perAddr[ip] >= g.maxPerAddr {
-		return nil, refusedPerAddr
+		return nil, false, refusedPerAddr
 	}
+	urgent = !suspect && g.perAddr[ip] == 0
 	g.total++
+	if suspect {
+		g.suspect++
+	}
 	if ip != "" {
 		g.perAddr[ip]++
 	}
@@ -98,13 +114,16 @@ func (g *guard) admit(ip string) (done func(), refused string) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			g.total--
+			if suspect {
+				g.suspect--
+			}
 			if ip != "" {
 				if g.perAddr[ip]--; g.perAddr[ip] == 0 {
 					delete(g.perAddr, ip)
 				}
 			}
 		})
-	}, ""
+	}, urgent, ""
 }
 
 // failed records a failed login from ip and returns how long the address

@@ -215,3 +215,64 @@ func TestSourceIP(t *testing.T) {
 		}
 	}
 }
+
+// TestGateKeepsAPlaceForUrgent: checks of addresses that keep failing
+// never take the last place: an urgent one (a master's login) gets in at
+// once, and goes before the others queued.
+func TestGateKeepsAPlaceForUrgent(t *testing.T) {
+	g := gate{size: 2}
+	g.acquire(false) // a guess's check runs
+	queued := make(chan struct{})
+	go func() { g.acquire(false); close(queued) }()
+	for g.waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan struct{})
+	go func() { g.acquire(true); close(got) }()
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an urgent check waits behind a guess's")
+	}
+	select {
+	case <-queued:
+		t.Fatal("a second guess's check runs beside the first")
+	default:
+	}
+	g.release(false)
+	<-queued
+	g.release(false)
+	g.release(true)
+	if g.running != 0 || g.runningRest != 0 {
+		t.Errorf("after every release: %d running, %d not urgent", g.running, g.runningRest)
+	}
+}
+
+// TestTarpit: a connection refused for its address is held, not closed at
+// once (a guessing loop would spin, taking the CPU a master's login
+// needs), until the peer gives up or the tarpit time is over.
+func TestTarpit(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxHandshakesPerAddr, o.Tarpit = 1, 30*time.Second })
+	addr := ts.listen()
+	if !greeted(t, dialFrom(t, "127.0.0.9", addr)) {
+		t.Fatal("the first connection was not greeted")
+	}
+	nc := dialFrom(t, "127.0.0.9", addr)
+	nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var b [1]byte
+	if _, err := nc.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a refused connection: %v, want it held (no byte, not closed)", err)
+	}
+	nc.Close() // the peer gives up: its place in the tarpit is freed
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ts.srv.mu.Lock()
+		n := ts.srv.tarpitted
+		ts.srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tarpit still holds a connection its peer closed")
+		}
+	}
+}

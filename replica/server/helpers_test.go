@@ -47,6 +47,7 @@ func newTestServerIn(t *testing.T, base string, tweak ...func(*Options)) *testSe
 	log := slog.New(slog.DiscardHandler)
 	opts := Options{Root: ts.root, SpoolDir: filepath.Join(ts.state, "spool"), Logger: log,
 		SpoolMemory: 4096, // small, so the tests cover spilling to disk
+		Tarpit:      -1,   // refusals at once; TestTarpit has it
 		Wire:        testenv.ReplicaAuth()}
 	for _, f := range tweak {
 		f(&opts)

@@ -52,6 +52,12 @@ type Options struct {
 	// connections are closed at once. 0 = the Default values.
 	FreeFailures    int
 	MaxLoginBackoff time.Duration
+	// Tarpit is how long a connection refused for its address is held
+	// before it is closed (see tarpit); 0 = DefaultTarpit, <0 = none.
+	Tarpit time.Duration
+	// Passwords, when set, checks PLAIN logins instead of
+	// Wire.Authenticate, urgent connections' first (see guard).
+	Passwords *Passwords
 
 	// AcceptEpoch is an epoch a master may bring the tree to even though
 	// it is more than one above the tree's (see session.go,
@@ -101,9 +107,10 @@ type Server struct {
 	wg        sync.WaitGroup
 	hardOnce  sync.Once
 
-	guard    *guard
-	lastWarn time.Time // of a refused connection; under mu
-	turns    map[*replica.Store]*turns
+	guard     *guard
+	lastWarn  time.Time // of a refused connection; under mu
+	tarpitted int       // connections held by tarpit; under mu
+	turns     map[*replica.Store]*turns
 }
 
 // New checks opts and prepares the spool directory.
@@ -138,6 +145,9 @@ func New(opts Options) (*Server, error) {
 	orDefault(&opts.MaxBatchOps, DefaultMaxBatchOps)
 	orDefault(&opts.MaxBatchBytes, DefaultMaxBatchBytes)
 	orDefault(&opts.MaxFileSize, DefaultMaxFileSize)
+	if opts.Tarpit == 0 { // negative: no tarpit
+		opts.Tarpit = DefaultTarpit
+	}
 	if opts.MinFreeSpace == 0 {
 		opts.MinFreeSpace = DefaultMinFreeSpace
 	}
@@ -276,12 +286,19 @@ func (s *Server) ServeConn(nc net.Conn) {
 // login counts against its source address.
 func (s *Server) handshake(nc net.Conn) (*wire.Conn, error) {
 	ip := sourceIP(nc.RemoteAddr())
-	done, refused := s.guard.admit(ip)
+	done, urgent, refused := s.guard.admit(ip)
 	if refused != "" {
 		s.warnRefused(nc.RemoteAddr().String(), refused)
+		if refused != refusedTotal {
+			s.tarpit(nc)
+		}
 		return nil, errors.New(refused)
 	}
-	c, err := wire.Server(s.ctx, nc, s.opts.Wire)
+	cfg := s.opts.Wire
+	if pw := s.opts.Passwords; pw != nil {
+		cfg.Authenticate = func(user, pass string) error { return pw.Check(user, pass, urgent) }
+	}
+	c, err := wire.Server(s.ctx, nc, cfg)
 	done()
 	switch {
 	case err == nil:
@@ -295,6 +312,44 @@ func (s *Server) handshake(nc net.Conn) (*wire.Conn, error) {
 		}
 	}
 	return c, err
+}
+
+// Tarpit bounds: a connection refused for its address (backoff, or too
+// many of its connections in the handshake) is held up to DefaultTarpit
+// before it is closed, and at most maxTarpit of them at once.
+const (
+	DefaultTarpit = 5 * time.Second
+	maxTarpit     = 512
+)
+
+// tarpit holds a connection the guard refused for its address until the
+// peer gives up or tarpitFor has passed, reading and dropping what it
+// sends (up to Options.Tarpit): a guessing loop that reconnects the moment it is refused would
+// otherwise spin, and its thousands of connections a second took the CPU
+// a master's login needs (measured: a fresh login took 2.2 s under 200
+// loops from one address, with no bcrypt among them). A held connection
+// costs a goroutine, a descriptor and 512 bytes; past maxTarpit, and at
+// shutdown (Shutdown closes every connection), refusals close at once.
+func (s *Server) tarpit(nc net.Conn) {
+	s.mu.Lock()
+	if s.tarpitted >= maxTarpit || s.quitting || s.opts.Tarpit < 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.tarpitted++
+	s.mu.Unlock()
+	nc.SetReadDeadline(time.Now().Add(s.opts.Tarpit))
+	stop := context.AfterFunc(s.ctx, func() { nc.SetReadDeadline(time.Unix(1, 0)) })
+	var b [512]byte
+	for {
+		if _, err := nc.Read(b[:]); err != nil {
+			break
+		}
+	}
+	stop()
+	s.mu.Lock()
+	s.tarpitted--
+	s.mu.Unlock()
 }
 
 // warnRefused logs a connection closed by the guard: at most one line
