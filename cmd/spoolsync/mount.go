@@ -74,7 +74,7 @@ func runMount(args []string) error {
 	if cleared, err := clearDeadMount(mountpoint); err != nil {
 		return err
 	} else if cleared {
-		logger.Warn("detached the mount a spoolsync mount that died left behind (its files answered ENOTCONN)", "mountpoint", mountpoint)
+		logger.Warn("detached the mount a spoolsync mount that died left behind (its files answered ENOTCONN or ECONNABORTED)", "mountpoint", mountpoint)
 	}
 	dirs, err := checkMountDirs(backing, mountpoint, cfg.SyncLogDir)
 	if err != nil {
@@ -386,7 +386,7 @@ func unescapeMountinfo(s string) string {
 
 // clearDeadMount detaches the mount a killed spoolsync mount left at
 // mountpoint: the kernel keeps a FUSE mount whose daemon died, answering
-// ENOTCONN, and a restart (systemd's, after a crash or a watchdog kill)
+// ENOTCONN (ECONNABORTED when it took requests over io_uring), and a restart (systemd's, after a crash or a watchdog kill)
 // would refuse the mounted mount point. Only a fuse.spoolsync mount that
 // no process serves is detached; a live one is left for checkMountDirs to
 // refuse.
@@ -397,7 +397,7 @@ func clearDeadMount(mountpoint string) (bool, error) {
 	}
 	// statfs, never answered from the kernel's caches as a stat can be.
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(abs, &st); !errors.Is(err, syscall.ENOTCONN) {
+	if err := syscall.Statfs(abs, &st); !deadFUSE(err) {
 		return false, nil
 	}
 	if ok, err := mountedAs(abs, "fuse.spoolsync"); err != nil || !ok {
@@ -407,4 +407,11 @@ func clearDeadMount(mountpoint string) (bool, error) {
 		return false, fmt.Errorf("mount: %s is a dead spoolsync mount and detaching it failed: %w (umount -l %s)", abs, err, abs)
 	}
 	return true, nil
+}
+
+// deadFUSE reports whether err is what a FUSE mount whose daemon died
+// answers: ENOTCONN, or ECONNABORTED when the connection served its
+// requests over io_uring (the kernel aborts the rings).
+func deadFUSE(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
