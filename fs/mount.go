@@ -12,6 +12,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"spoolsync/internal/fusestats"
 )
 
 // Options tune a mount. The zero value is not useful; start from
@@ -118,14 +120,17 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	if !opts.Passthrough {
 		fopts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	raw := renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
+	var raw fuse.RawFileSystem = renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
+	raw, stopStats := fusestats.FromEnv(raw, opts.Logger)
 	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
 	if err != nil {
+		stopStats()
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 	}
 	m := &Mount{c: c, server: server, mountpoint: mountpoint, logger: opts.Logger, done: make(chan struct{})}
 	go func() {
 		server.Serve()
+		stopStats()
 		close(m.done)
 	}()
 	if err := server.WaitMount(); err != nil {
