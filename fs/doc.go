@@ -59,7 +59,12 @@
 // the kernel updates its caches from the replies to our own operations. An
 // administrator writing the backing dir directly may see stale attributes
 // for up to a second; such writes are not replicated anyway (use
-// `spoolsync resync`).
+// `spoolsync resync`). File data is cached longer: the kernel keeps a
+// file's pages until this mount or memory pressure drops them, not only
+// while its mtime and size stay the same (no FUSE_AUTO_INVAL_DATA, which
+// cost a GETATTR before every read(2)). A file rewritten in the backing
+// dir directly may read stale through the mount until
+// `echo 1 > /proc/sys/vm/drop_caches` or a remount.
 //
 // Locks (fcntl, flock) are handled by the kernel on the FUSE inodes: every
 // mail process on the host goes through the mount, so kernel-local locks
