@@ -65,7 +65,15 @@ type Mount struct {
 	mountpoint string
 	logger     *slog.Logger
 	transport  string
+	stopStats  func() // writes the request counts (SPOOLSYNC_FUSE_STATS) once serving ended
 	done       chan struct{}
+}
+
+// served ends the mount's life: what runs after the last request is done
+// before Done (and so Unmount) returns.
+func (m *Mount) served() {
+	m.stopStats()
+	close(m.done)
 }
 
 // renameSerializer holds the namespace lock for writing across the whole
@@ -147,7 +155,7 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	fopts.MountOptions.ExplicitDataCacheControl = true
 	var raw fuse.RawFileSystem = renameSerializer{RawFileSystem: reservedHider{gofs.NewNodeFS(rootNode, fopts)}, ns: &c.ns}
 	raw, stopStats := fusestats.FromEnv(raw, opts.Logger)
-	m := &Mount{c: c, mountpoint: mountpoint, logger: opts.Logger, transport: TransportDevFUSE, done: make(chan struct{})}
+	m := &Mount{c: c, mountpoint: mountpoint, logger: opts.Logger, transport: TransportDevFUSE, stopStats: stopStats, done: make(chan struct{})}
 	tr, err := prepareUring(opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
@@ -157,10 +165,6 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 			stopStats()
 			return nil, fmt.Errorf("mount %s on %s: %w", backing, mountpoint, err)
 		}
-		go func() {
-			<-m.done
-			stopStats()
-		}()
 		return m, nil
 	}
 	server, err := fuse.NewServer(raw, mountpoint, &fopts.MountOptions)
@@ -171,8 +175,7 @@ func New(backing, mountpoint string, lg Log, opts Options) (*Mount, error) {
 	m.server = server
 	go func() {
 		server.Serve()
-		stopStats()
-		close(m.done)
+		m.served()
 	}()
 	if err := server.WaitMount(); err != nil {
 		syscall.Unmount(mountpoint, syscall.MNT_DETACH)

@@ -87,7 +87,7 @@ func (m *Mount) serveUring(tr *uring.Transport, raw fuse.RawFileSystem, mo *fuse
 	go func() {
 		<-served
 		tr.Wait()
-		close(m.done)
+		m.served()
 	}()
 	fail := func(err error) error {
 		syscall.Unmount(m.mountpoint, syscall.MNT_DETACH)
