@@ -403,7 +403,7 @@ func (p *planner) rename(ev *synclog.Event) {
 	p.forget(to)
 	// The replica does the same rename; NOREPLACE is dropped because the
 	// master's succeeded, and a replayed batch must not fail on it.
-	p.emit(step{kind: stepRename, path: from, path2: to})
+	p.emit(step{kind: stepRename, path: from, path2: to, ino: ev.Ino})
 	p.moveTree(from, to)
 }
 

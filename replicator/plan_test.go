@@ -798,3 +798,33 @@ func TestRepeatedContentCopiesOnlyWhatStays(t *testing.T) {
 		})
 	}
 }
+
+// TestRenamedDirectoryGetsItsAttributes: a directory renamed in the batch
+// gets its own attributes again at its new name, after everything else —
+// its times may have come from another directory that held its old name
+// when an earlier batch was read — but only while that name holds it; a
+// renamed file gets nothing more.
+func TestRenamedDirectoryGetsItsAttributes(t *testing.T) {
+	spool := t.TempDir()
+	if err := os.MkdirAll(spool+"/new/d", 0o750); err != nil {
+		t.Fatal(err)
+	}
+	fino := writeFile(t, spool+"/new/f", "x")
+	dir := ev("rename d new/d")
+	dir.Ino = inoOf(t, spool+"/new/d")
+	file := ev("rename f new/f")
+	file.Ino = fino
+	other := ev("rename e new/e") // another object holds new/e by now: no such name at all here
+	other.Ino = 99999999
+	ops, _ := resolveEvents(t, spool, dir, file, other)
+	defer closeFiles(ops)
+	var got []string
+	for _, op := range ops {
+		if m, ok := op.msg.(*wire.SetAttr); ok {
+			got = append(got, fmt.Sprintf("SetAttr %s %o", m.Path, m.Mode))
+		}
+	}
+	if n := len(got); n == 0 || got[n-1] != "SetAttr new/d 750" || slices.Contains(got, "SetAttr new/f 600") {
+		t.Errorf("SetAttrs %q, want new/d's last and none of new/f", got)
+	}
+}

@@ -221,6 +221,21 @@ func (r *resolver) resolve(steps []step) ([]shipOp, []pendingEntry, error) {
 			}
 		}
 	}
+	// A directory renamed in the batch gets its own attributes again at
+	// its new name, last, when that name still holds it: its times may
+	// have been set from another directory that held its old name when an
+	// earlier batch was read (names move on while the replica catches up;
+	// fsstress left directories with their apply time), and a rename
+	// carries none.
+	for _, s := range steps {
+		if s.kind != stepRename || s.flags != 0 || s.ino == 0 || reservedPath(s.path2) {
+			continue
+		}
+		if st, err := t.lstat(s.path2); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && t.sameObject(st, s.ino) {
+			ops = append(ops, shipOp{msg: setAttrOf(s.path2, st)})
+			ops = append(ops, setXattrs(s.path2, t.xattrs(s.path2), true)...)
+		}
+	}
 	return ops, pending, nil
 }
 
