@@ -397,7 +397,13 @@ func clearDeadMount(mountpoint string) (bool, error) {
 	}
 	// statfs, never answered from the kernel's caches as a stat can be.
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(abs, &st); !deadFUSE(err) {
+	err = syscall.Statfs(abs, &st)
+	// A connection being torn down answers ECANCELED for a moment (io_uring).
+	for i := 0; i < 20 && errors.Is(err, syscall.ECANCELED); i++ {
+		time.Sleep(50 * time.Millisecond)
+		err = syscall.Statfs(abs, &st)
+	}
+	if !deadFUSE(err) {
 		return false, nil
 	}
 	if ok, err := mountedAs(abs, "fuse.spoolsync"); err != nil || !ok {
