@@ -53,7 +53,10 @@ func TestUncleanUntilRescanned(t *testing.T) {
 			if !released {
 				close(release)
 			}
-			srv.Unmount()
+			if err := srv.Unmount(); err != nil {
+				t.Logf("unmount %s: %v; detaching it", hang, err)
+				syscall.Unmount(hang, syscall.MNT_DETACH)
+			}
 		})
 		crash(t, e)
 		p := startMount(t, e)
