@@ -75,15 +75,22 @@ func checkCanonical(t *testing.T, typ MsgType, p []byte) {
 // FuzzSession feeds arbitrary bytes to a server-side Conn as if they came
 // after the handshake: the state machine and every decoder together.
 func FuzzSession(f *testing.F) {
+	fuzzRecv(f, true, &BatchBegin{Seq: 1}, &Put{Path: "a", Content: ContentInline, Size: 3}, &Data{Bytes: []byte("abc")},
+		&Rename{Src: "a", Dst: "b"}, &BatchEnd{Seq: 1, OpCount: 2}, &Offer{GUIDs: []GUID{sampleGUID()}}, &ManifestRequest{}, &Goodbye{})
+}
+
+// fuzzRecv feeds arbitrary bytes, seeded with the frames of seeds, to a
+// Conn of the server's side (server) or the client's, and receives until
+// it refuses them.
+func fuzzRecv(f *testing.F, server bool, seeds ...Message) {
 	var seq []byte
-	for _, m := range []Message{&BatchBegin{Seq: 1}, &Put{Path: "a", Content: ContentInline, Size: 3}, &Data{Bytes: []byte("abc")},
-		&Rename{Src: "a", Dst: "b"}, &BatchEnd{Seq: 1, OpCount: 2}, &Offer{GUIDs: []GUID{sampleGUID()}}, &ManifestRequest{}, &Goodbye{}} {
+	for _, m := range seeds {
 		seq, _ = AppendFrame(seq, m)
 	}
 	f.Add(seq)
 	addSeeds(f, false)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		c := newConn(&fakeConn{r: bytes.NewReader(in)}, true, MinFrameSize)
+		c := newConn(&fakeConn{r: bytes.NewReader(in)}, server, MinFrameSize)
 		c.maxSend = MinFrameSize
 		for i := 0; i < 1000; i++ {
 			m, err := c.Recv()
