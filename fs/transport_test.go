@@ -64,15 +64,7 @@ func TestTransportOnRefusedWithoutKernel(t *testing.T) {
 	}
 	opts := DefaultOptions()
 	opts.Uring = "on"
-	dir := t.TempDir()
-	backing, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m")
-	os.Mkdir(backing, 0o755)
-	os.Mkdir(mnt, 0o755)
-	m, err := New(backing, mnt, &memLog{}, opts)
-	if err == nil {
-		m.Unmount(0)
-		t.Fatal("fuse_uring on mounted without io_uring")
-	}
+	_, err := refusedMount(t, opts, "without io_uring")
 	if !strings.Contains(err.Error(), "fuse_uring is on: "+why.Error()) {
 		t.Fatalf("error %q does not say why: %v", err, why)
 	}
@@ -123,15 +115,7 @@ func TestUringRegistrationFailureFallsBack(t *testing.T) {
 	writeAndReadBack(t, tc)
 
 	opts.Uring = "on"
-	dir := t.TempDir()
-	backing, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m")
-	os.Mkdir(backing, 0o755)
-	os.Mkdir(mnt, 0o755)
-	m, err := New(backing, mnt, &memLog{}, opts)
-	if err == nil {
-		m.Unmount(0)
-		t.Fatal("fuse_uring on mounted although no ring registered")
-	}
+	mnt, err := refusedMount(t, opts, "although no ring registered")
 	if !strings.Contains(err.Error(), "register queue") {
 		t.Fatalf("error %q does not say the registration failed", err)
 	}
@@ -157,4 +141,21 @@ func writeAndReadBack(t *testing.T, tc *testCase) {
 	if got, err := os.ReadFile(tc.m_("f")); err != nil || string(got) != "hello" {
 		t.Fatalf("read %q, %v", got, err)
 	}
+}
+
+// refusedMount tries to mount with opts on fresh directories, which must
+// fail: the test fails (saying the mount came up "why") if it does not.
+// It returns the mount point and the error.
+func refusedMount(t *testing.T, opts Options, why string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	backing, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m")
+	os.Mkdir(backing, 0o755)
+	os.Mkdir(mnt, 0o755)
+	m, err := New(backing, mnt, &memLog{}, opts)
+	if err == nil {
+		m.Unmount(0)
+		t.Fatal("fuse_uring on mounted " + why)
+	}
+	return mnt, err
 }
