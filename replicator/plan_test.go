@@ -306,20 +306,7 @@ func TestInOrderPutOfVanishedObject(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer closeFiles(ops)
-			var got []string
-			for _, op := range ops {
-				switch m := op.msg.(type) {
-				case *wire.Put:
-					got = append(got, "Put "+m.Path)
-				case *wire.Symlink:
-					got = append(got, "Symlink "+m.Path+" "+m.Target)
-				case *wire.Link:
-					got = append(got, "Link "+m.Existing+" "+m.New)
-				case *wire.Unlink:
-					got = append(got, "Unlink "+m.Path)
-				}
-			}
-			if !slices.Equal(got, c.want) {
+			if got := treeOps(ops); !slices.Equal(got, c.want) {
 				t.Errorf("ops %q, want %q", got, c.want)
 			}
 			if len(pending) != c.pending {
@@ -610,15 +597,7 @@ func TestRescannedHardLinksAreLinked(t *testing.T) {
 	rescan := func(p string) *synclog.Event { return &synclog.Event{Op: synclog.OpRescan, Path: p} }
 	ops, _ := resolveEvents(t, spool, rescan("a"), rescan("b"), rescan("c"))
 	defer closeFiles(ops)
-	var got []string
-	for _, op := range ops {
-		switch m := op.msg.(type) {
-		case *wire.Put:
-			got = append(got, "Put "+m.Path)
-		case *wire.Link:
-			got = append(got, "Link "+m.Existing+" "+m.New)
-		}
-	}
+	got := treeOps(ops)
 	if want := []string{"Put a", "Link a b", "Put c"}; !slices.Equal(got, want) {
 		t.Errorf("ops %q, want %q", got, want)
 	}
@@ -827,4 +806,23 @@ func TestRenamedDirectoryGetsItsAttributes(t *testing.T) {
 	if n := len(got); n == 0 || got[n-1] != "SetAttr new/d 750" || slices.Contains(got, "SetAttr new/f 600") {
 		t.Errorf("SetAttrs %q, want new/d's last and none of new/f", got)
 	}
+}
+
+// treeOps describes the puts, symlinks, links and unlinks among ops, in
+// order ("Put a", "Link a b"); other ops are left out.
+func treeOps(ops []shipOp) []string {
+	var got []string
+	for _, op := range ops {
+		switch m := op.msg.(type) {
+		case *wire.Put:
+			got = append(got, "Put "+m.Path)
+		case *wire.Symlink:
+			got = append(got, "Symlink "+m.Path+" "+m.Target)
+		case *wire.Link:
+			got = append(got, "Link "+m.Existing+" "+m.New)
+		case *wire.Unlink:
+			got = append(got, "Unlink "+m.Path)
+		}
+	}
+	return got
 }
