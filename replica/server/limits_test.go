@@ -114,12 +114,7 @@ func TestMaxFileSize(t *testing.T) {
 // grace and needed SIGKILL).
 func TestManifestEndsAtShutdown(t *testing.T) {
 	ts := newTestServer(t)
-	sparse := filepath.Join(ts.root, "sparse")
-	must(t, os.WriteFile(sparse, nil, 0o600))
-	must(t, os.Truncate(sparse, 1<<40)) // hours of hashing
-	c := ts.dialTCP(ts.listen())
-	must(t, c.Send(&wire.ManifestRequest{GUIDMode: wire.GUIDSHA256}))
-	must(t, c.Flush())
+	c := ts.hashingManifest()
 	got := make(chan error, 1)
 	go func() {
 		for {
@@ -284,12 +279,7 @@ func TestRefusalSurvivesPipelining(t *testing.T) {
 // the server hashed on at one CPU after the client had gone).
 func TestManifestEndsWhenClientGone(t *testing.T) {
 	ts := newTestServer(t)
-	sparse := filepath.Join(ts.root, "sparse")
-	must(t, os.WriteFile(sparse, nil, 0o600))
-	must(t, os.Truncate(sparse, 1<<40)) // hours of hashing
-	c := ts.dialTCP(ts.listen())
-	must(t, c.Send(&wire.ManifestRequest{GUIDMode: wire.GUIDSHA256}))
-	must(t, c.Flush())
+	c := ts.hashingManifest()
 	sessions := func() int {
 		ts.srv.mu.Lock()
 		defer ts.srv.mu.Unlock()
@@ -305,4 +295,17 @@ func TestManifestEndsWhenClientGone(t *testing.T) {
 			t.Fatal("the manifest still runs a minute after its client hung up")
 		}
 	}
+}
+
+// hashingManifest puts a 1 TiB sparse file in the replica (hours of
+// hashing) and asks for a manifest over TCP; it returns the connection.
+func (ts *testServer) hashingManifest() *wire.Conn {
+	ts.t.Helper()
+	sparse := filepath.Join(ts.root, "sparse")
+	must(ts.t, os.WriteFile(sparse, nil, 0o600))
+	must(ts.t, os.Truncate(sparse, 1<<40))
+	c := ts.dialTCP(ts.listen())
+	must(ts.t, c.Send(&wire.ManifestRequest{GUIDMode: wire.GUIDSHA256}))
+	must(ts.t, c.Flush())
+	return c
 }
