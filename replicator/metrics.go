@@ -67,9 +67,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.r.lagSeconds.Collect(ch)
-	for i, s := range c.r.Status() {
+	for _, s := range c.r.Status() {
 		ch <- prometheus.MustNewConstMetric(mFenced, prometheus.GaugeValue, boolGauge(s.Fenced), s.Name)
-		ch <- prometheus.MustNewConstMetric(mResync, prometheus.GaugeValue, boolGauge(c.r.channels[i].resyncOwed()), s.Name)
+		ch <- prometheus.MustNewConstMetric(mResync, prometheus.GaugeValue, boolGauge(s.ResyncOwed != ""), s.Name)
 		connected := 0.0
 		if s.Connected {
 			connected = 1
@@ -111,11 +111,4 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// resyncOwed: a resync (of paths, or the whole tree at first contact or
-// failback) is asked for on disk and not yet carried out.
-func (c *Channel) resyncOwed() bool {
-	what, _ := c.owes()
-	return what != ""
 }

@@ -252,8 +252,9 @@ func (r *Replicator) Status() []ChannelStatus {
 			st.BacklogEvents = last - cursor
 			st.LagSeconds = r.age(cursor + 1)
 		}
-		st.ResyncOwed, _ = c.owes()
-		r.verifyStatus(c, &st)
+		var owedSince time.Time
+		st.ResyncOwed, owedSince = c.owes()
+		r.verifyStatus(c, &st, owedSince)
 		out = append(out, st)
 	}
 	return out

@@ -268,8 +268,9 @@ func (v *verifier) repairDiffs(ctx context.Context, diffs []difference) error {
 
 // status fills in what the verifier knows, and whether the channel is in
 // sync: caught up (backlog 0), no resync owed, and the last verify found
-// nothing. Otherwise Owes says what the channel owes and how old it is.
-func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus) {
+// nothing. Otherwise Owes says what the channel owes and how old it is;
+// st.ResyncOwed, asked for at owedSince, is among it.
+func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus, owedSince time.Time) {
 	now := time.Now()
 	age := func(t time.Time) string { return now.Sub(t).Round(time.Second).String() }
 	var owes []string
@@ -283,8 +284,8 @@ func (r *Replicator) verifyStatus(c *Channel, st *ChannelStatus) {
 	if st.BacklogEvents > 0 {
 		owes = append(owes, fmt.Sprintf("%d events, the oldest %.1fs old", st.BacklogEvents, st.LagSeconds))
 	}
-	if what, since := c.owes(); what != "" { // st.ResyncOwed, with its age
-		owes = append(owes, what+", asked "+age(since)+" ago")
+	if st.ResyncOwed != "" {
+		owes = append(owes, st.ResyncOwed+", asked "+age(owedSince)+" ago")
 	}
 	if n := len(c.pending.entries()); n > 0 {
 		owes = append(owes, fmt.Sprintf("%d objects held for its next batch", n))
